@@ -1,0 +1,1 @@
+"""Tally exporter: live counters for Prometheus."""

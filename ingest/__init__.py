@@ -1,0 +1,1 @@
+"""Tally ingest: the counting core and the HTTP API."""

@@ -1,0 +1,140 @@
+"""The event: Tally's one input record, and the only place that validates it.
+
+See docs/events.md. A batch is validated as a whole: every problem of every
+event is reported, and a batch with any problem is applied not at all.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from tally.errors import ValidationError
+
+COUNTER_PATTERN = re.compile(r"[a-z0-9_]{1,64}")
+MAX_KEY_BYTES = 256
+MAX_ID_BYTES = 128
+MAX_USER_BYTES = 128
+# Lua (the batch step) sums in doubles: stay where every integer is exact.
+MAX_VALUE = 2**53 - 1
+FIELDS = frozenset({"counter", "key", "id", "user", "value", "ts"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event; `ts` is whole epoch seconds (UTC)."""
+
+    counter: str
+    key: str
+    ts: int
+    value: int = 1
+    id: str | None = None
+    user: str | None = None
+
+
+def _text(raw: Mapping, name: str, limit: int, required: bool) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise ValueError("is required")
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise ValueError(f"must be at most {limit} bytes of UTF-8")
+    if not value.isprintable():
+        raise ValueError("must be printable UTF-8 (no control characters)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid UTF-8 (no lone surrogates)") from None
+    return value
+
+
+def _counter(raw: Mapping) -> str:
+    value = raw.get("counter")
+    if value is None:
+        raise ValueError("is required")
+    if not isinstance(value, str) or not COUNTER_PATTERN.fullmatch(value):
+        raise ValueError("must match [a-z0-9_]{1,64}")
+    return value
+
+
+def _value(raw: Mapping) -> int:
+    value = raw.get("value", 1)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a positive integer")
+    if not 1 <= value <= MAX_VALUE:
+        raise ValueError(f"must be between 1 and {MAX_VALUE}")
+    return value
+
+
+def parse_timestamp(value: object) -> float:
+    """Read an RFC 3339 string or epoch seconds (int or float) as epoch seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 string or epoch seconds")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of epoch seconds")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", text):
+            raise ValueError("must be RFC 3339 with a time zone, e.g. 2026-11-28T10:15:03Z")
+        try:
+            return datetime.fromisoformat(text.replace("z", "Z")).timestamp()
+        except ValueError:
+            raise ValueError("is not a valid date and time") from None
+    raise ValueError("must be an RFC 3339 string or epoch seconds")
+
+
+def _ts(raw: Mapping, now: float, lateness: int, skew: int) -> int:
+    if raw.get("ts") is None:
+        return int(now)
+    ts = parse_timestamp(raw["ts"])
+    if ts < now - lateness:
+        raise ValueError(f"is older than the accepted lateness of {lateness} s")
+    if ts > now + skew:
+        raise ValueError(f"is more than {skew} s in the future (allowed clock skew)")
+    return math.floor(ts)
+
+
+def validate_event(raw: object, now: float, lateness: int, skew: int) -> tuple[Event | None, list]:
+    """Return (event, []) or (None, [(field, message), ...]) for one raw JSON value."""
+    if not isinstance(raw, Mapping):
+        return None, [("", "event must be a JSON object")]
+    problems = [(name, "is not a known field") for name in raw if name not in FIELDS]
+    parsed = {}
+    checks = {
+        "counter": _counter,
+        "key": lambda r: _text(r, "key", MAX_KEY_BYTES, True),
+        "id": lambda r: _text(r, "id", MAX_ID_BYTES, False),
+        "user": lambda r: _text(r, "user", MAX_USER_BYTES, False),
+        "value": _value,
+        "ts": lambda r: _ts(r, now, lateness, skew),
+    }
+    for name, check in checks.items():
+        try:
+            parsed[name] = check(raw)
+        except ValueError as exc:
+            problems.append((name, str(exc)))
+    if problems:
+        return None, problems
+    return Event(**parsed), []
+
+
+def validate_batch(raws: Sequence[object], now: float, lateness: int, skew: int) -> list[Event]:
+    """Validate every event; raise ValidationError listing all problems, or return the events."""
+    events, problems = [], []
+    for index, raw in enumerate(raws):
+        event, errors = validate_event(raw, now, lateness, skew)
+        problems.extend((index, name, message) for name, message in errors)
+        events.append(event)
+    if problems:
+        raise ValidationError(problems)
+    return events

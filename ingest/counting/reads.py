@@ -1,0 +1,110 @@
+"""Reads of counts, uniques and top keys; each merges a key's shards in one round trip."""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+
+from redis.cluster import RedisCluster
+
+from ingest.counting import keys
+from ingest.counting.config import CountingConfig
+
+
+def _shards(config: CountingConfig, counter: str, key: str) -> list[keys.ShardKeys]:
+    spread = config.spread(counter, key)
+    return [keys.shard_keys(counter, s) for s in keys.key_shards(key, config.shards, spread)]
+
+
+def _sum_fields(client, lookups: Sequence[tuple[str, str]]) -> list[int]:
+    pipe = client.pipeline(transaction=False)
+    for name, field in lookups:
+        pipe.hget(name, field)
+    return [int(v or 0) for v in pipe.execute()]
+
+
+def total(client, config: CountingConfig, counter: str, key: str) -> int:
+    """Real-time all-time count of a key."""
+    return sum(_sum_fields(client, [(s.total, key) for s in _shards(config, counter, key)]))
+
+
+def bucket_values(client, config: CountingConfig, counter: str, key: str, resolution: str,
+                  indexes: Sequence[int]) -> dict[int, int]:
+    """Counts of a key per minute/hour/day index (0 where Redis holds nothing)."""
+    shards = _shards(config, counter, key)
+    values = _sum_fields(client, [(s.bucket(resolution, i), key) for i in indexes for s in shards])
+    n = len(shards)
+    return {index: sum(values[j * n:(j + 1) * n]) for j, index in enumerate(indexes)}
+
+
+def unique_views(client, config: CountingConfig, counter: str, key: str,
+                 day: int | None = None) -> int:
+    """Exact unique views of a key on a UTC day index, or all time."""
+    lookups = [(s.unique_views(day), key) for s in _shards(config, counter, key)]
+    return sum(_sum_fields(client, lookups))
+
+
+def _pfcount_across_slots(client, names: list[str]) -> int:
+    # PFCOUNT over several keys needs one slot on a cluster: copy the raw
+    # HyperLogLogs under one temporary tag, count, and drop the copies.
+    raw = [blob for blob in client.mget(names) if blob] if len(names) else []
+    if not raw:
+        return 0
+    temp = [f"{{tmp:{uuid.uuid4().hex}}}:{i}" for i in range(len(raw))]
+    pipe = client.pipeline(transaction=False)
+    for name, blob in zip(temp, raw, strict=True):
+        pipe.set(name, blob, px=10_000)
+    pipe.execute()
+    try:
+        return client.pfcount(*temp)
+    finally:
+        client.delete(*temp)
+
+
+def uniques(client, config: CountingConfig, counter: str, key: str, resolution: str,
+            indexes: Sequence[int]) -> int:
+    """Approximate distinct users of a key over buckets (HyperLogLogs merged, 0.81% error)."""
+    shards = _shards(config, counter, key)
+    names = [s.hll(resolution, i, key) for s in shards for i in indexes]
+    if isinstance(client, RedisCluster) and len(shards) > 1:
+        return _pfcount_across_slots(client, names)
+    return client.pfcount(*names)
+
+
+def top(client, config: CountingConfig, counter: str, k: int,
+        day: int | None = None) -> list[tuple[str, int]]:
+    """Top k keys by count for a day index or all time: score descending, then key ascending."""
+    pipe = client.pipeline(transaction=False)
+    for shard in range(config.shards):
+        pipe.zrevrange(keys.shard_keys(counter, shard).top(day), 0, k - 1, withscores=True)
+    scores: dict[str, int] = defaultdict(int)
+    for rows in pipe.execute():
+        for member, score in rows:
+            scores[member.decode()] += int(score)
+    # A hot key's partial scores may be missing from some shard's top k: read them all.
+    for (hot_counter, key), _ in config.hot_keys.items():
+        if hot_counter == counter:
+            scores[key] = _hot_score(client, config, counter, key, day)
+    scores = {key: score for key, score in scores.items() if score > 0}
+    return heapq.nsmallest(k, scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _hot_score(client, config: CountingConfig, counter: str, key: str, day: int | None) -> int:
+    pipe = client.pipeline(transaction=False)
+    for shard in _shards(config, counter, key):
+        pipe.zscore(shard.top(day), key)
+    return sum(int(v or 0) for v in pipe.execute())
+
+
+def rank(client, config: CountingConfig, counter: str, key: str,
+         day: int | None = None) -> tuple[int, int] | None:
+    """(1-based rank, count) of a key; keys with equal counts share a rank (1, 2, 2, 4)."""
+    score = _hot_score(client, config, counter, key, day)
+    if score == 0:
+        return None
+    pipe = client.pipeline(transaction=False)
+    for shard in range(config.shards):
+        pipe.zcount(keys.shard_keys(counter, shard).top(day), f"({score}", "+inf")
+    return 1 + sum(pipe.execute()), score

@@ -1,0 +1,1 @@
+"""Tally: shared settings, command line and local stack runner."""

@@ -1,0 +1,75 @@
+"""The `tally` command: one subcommand per process or chore.
+
+Each subcommand names the function that runs it as "module:function"; the
+module is imported only when that subcommand runs, so `tally --help` stays
+fast and a missing optional dependency only breaks its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tally.errors import TallyError
+from tally.settings import load_settings
+
+# name -> (handler "module:function", help, [(flags, kwargs), ...])
+COMMANDS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
+    "up": ("tally.stack.runner:up", "start the local stack (Redis, PostgreSQL+TimescaleDB, "
+           "InfluxDB, Prometheus, Tally services) in the foreground", [
+               (("--detach",), {"action": "store_true",
+                                "help": "start in the background and return"}),
+               (("--demo",), {"action": "store_true", "help": "also post demo traffic"}),
+           ]),
+    "down": ("tally.stack.runner:down", "stop a stack started by `tally up`", []),
+    "status": ("tally.stack.runner:status", "show which stack processes run, and where", []),
+    "migrate": ("tally.migrate:main", "apply missing TimescaleDB migrations", []),
+    "serve": ("ingest.serve:main", "run the ingest HTTP API under gunicorn", [
+        (("--workers",), {"type": int, "default": None, "help": "gunicorn workers"}),
+        (("--insecure-no-auth",), {"action": "store_true",
+                                   "help": "serve without bearer tokens (logs a warning)"}),
+    ]),
+    "flush": ("tally.flusher.loop:main", "move dirty buckets from Redis to the sinks", [
+        (("--once",), {"action": "store_true", "help": "flush once and exit"}),
+    ]),
+    "exporter": ("exporter.server:main", "serve Prometheus metrics read from Redis", []),
+    "demo": ("tally.demo:main", "post realistic demo traffic to the ingest API", [
+        (("--duration",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}),
+        (("--rate",), {"type": float, "default": 200.0, "help": "events per second"}),
+    ]),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="tally", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_handler, help_text, options) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        for flags, kwargs in options:
+            cmd.add_argument(*flags, **kwargs)
+    return parser
+
+
+def resolve(handler: str):
+    """Import "module:function" and return the function."""
+    module_name, function_name = handler.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tally` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return resolve(COMMANDS[args.command][0])(args, settings) or 0
+    except TallyError as exc:
+        print(f"tally {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""One frozen Settings value, built from TALLY_* environment variables and an optional TOML file.
+
+Every process (stack runner, ingest, flusher, exporter, tests) reads its
+configuration through `load_settings`, so a variable means the same thing
+everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from tally.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "TALLY_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable in Tally; see docs/configuration.md."""
+
+    # Local stack runner: where data lives and which loopback ports it uses.
+    data_dir: Path = PROJECT_ROOT / ".tally"
+    redis_port: int = 6379
+    postgres_port: int = 5432
+    influx_port: int = 8086
+    prometheus_port: int = 9090
+    ingest_port: int = 8080
+    exporter_port: int = 9841
+
+    # Connections (derived from the ports above unless set).
+    redis_url: str = ""
+    redis_cluster: bool = False
+    postgres_dsn: str = ""
+    influx_url: str = ""
+    influx_db: str = "tally"
+    influx_token: str = ""
+    influx_username: str = ""
+    influx_password: str = ""
+
+    # Counting core.
+    shards: int = 16
+    dedup_mode: str = "exact"  # "exact" or "bloom"
+    dedup_window: int = 24 * 3600
+    bloom_capacity: int = 1_000_000
+    bloom_error_rate: float = 0.001
+    accepted_lateness: int = 24 * 3600
+    clock_skew: int = 300
+    outage_budget: int = 2 * 24 * 3600
+    hot_keys: str = ""  # "counter=key=shards" entries separated by newlines
+    sinks: tuple[str, ...] = ("timescale", "influx")
+
+    # Ingest API.
+    write_tokens: tuple[str, ...] = ()
+    read_tokens: tuple[str, ...] = ()
+    max_batch_events: int = 10_000
+    max_body_bytes: int = 5 * 1024 * 1024
+    rate_limits: str = "api=100/60"  # "name=max/window_seconds" separated by commas
+
+    # Flusher.
+    flush_interval: float = 10.0
+    flush_batch_size: int = 5_000
+    influx_top_n: int = 100
+    influx_keys: tuple[str, ...] = ()
+
+    # Exporter.
+    exporter_top_n: int = 10
+
+    def __post_init__(self) -> None:
+        derived = {
+            "redis_url": f"redis://127.0.0.1:{self.redis_port}/0",
+            "postgres_dsn": f"postgresql://tally@127.0.0.1:{self.postgres_port}/tally",
+            "influx_url": f"http://127.0.0.1:{self.influx_port}",
+        }
+        for name, value in derived.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)
+        if self.dedup_mode not in ("exact", "bloom"):
+            raise ConfigError(f"TALLY_DEDUP_MODE must be 'exact' or 'bloom', not {self.dedup_mode!r}")
+        if self.shards < 1:
+            raise ConfigError("TALLY_SHARDS must be at least 1")
+
+    def with_(self, **changes) -> Settings:
+        """Return a copy with some fields changed (tests and the runner use this)."""
+        return replace(self, **changes)
+
+
+def _convert(name: str, kind: type, raw: object) -> object:
+    if not isinstance(raw, str):
+        return tuple(raw) if kind is tuple else raw
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind is Path:
+            return Path(raw)
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name.upper()}: {exc}") from None
+
+
+def _kinds() -> dict[str, type]:
+    base = {"int": int, "float": float, "bool": bool, "str": str, "Path": Path}
+    return {
+        f.name: tuple if str(f.type).startswith("tuple") else base[str(f.type)]
+        for f in fields(Settings)
+    }
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Build Settings from TALLY_CONFIG (a TOML file), then TALLY_* variables, then overrides."""
+    environ = os.environ if environ is None else environ
+    kinds = _kinds()
+    values: dict[str, object] = {}
+    config_file = environ.get(f"{PREFIX}CONFIG")
+    if config_file:
+        try:
+            table = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc}") from None
+        values.update(table.get("tally", table))
+    for name in kinds:
+        raw = environ.get(PREFIX + name.upper())
+        if raw is not None:
+            values[name] = raw
+    values.update(overrides)
+    unknown = set(values) - set(kinds)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return Settings(**{k: _convert(k, kinds[k], v) for k, v in values.items()})
+
+
+__all__ = ["Settings", "load_settings", "PROJECT_ROOT"]
