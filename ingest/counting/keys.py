@@ -84,7 +84,7 @@ class ShardKeys:
         return f"{self.tag}stats"
 
     def dirty(self, sink: str) -> str:
-        """Set of "<minute>:<key>" marks not yet stored in one sink."""
+        """Sorted set of "<minute>:<key>" marks not yet stored in one sink, scored by first-dirty time."""
         return f"{self.tag}dirty:{sink}"
 
     def inflight(self, sink: str, token: str) -> str:

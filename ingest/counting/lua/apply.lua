@@ -134,7 +134,8 @@ for _, c in ipairs(order) do
   end
   if c.res == 'm' then
     for _, sink in ipairs(sinks) do
-      call('SADD', c.tag .. 'dirty:' .. sink, c.index .. ':' .. c.key)
+      -- Score = when the mark was first set, so the flusher can report its lag.
+      call('ZADD', c.tag .. 'dirty:' .. sink, 'NX', now, c.index .. ':' .. c.key)
     end
   elseif c.res == 'd' then
     -- Scores are the absolute day count, so trimming never loses accuracy.
