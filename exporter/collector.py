@@ -1,0 +1,129 @@
+"""The Prometheus collector: reads Redis on every scrape and yields fresh metric families.
+
+A scrape emits, for example::
+
+    tally_up 1.0
+    tally_events_total{counter="views"} 1234.0
+    tally_event_value_total{counter="views"} 1301.0
+    tally_duplicates_total{counter="views"} 17.0
+    tally_unique_users{counter="views",window="hour"} 311.0
+    tally_top_key_count{counter="views",key="video:42",window="day"} 96.0
+    tally_leaderboard_members{board="season1"} 5000.0
+    tally_flusher_lag_seconds{sink="timescale"} 4.2
+    tally_flusher_rows_total{sink="timescale"} 88120.0
+    tally_dirty_buckets{sink="influx"} 310.0
+    tally_redis_memory_used_bytes 7.4e+07
+    tally_scrape_duration_seconds 0.012
+
+When Redis cannot be read, the scrape reports `tally_up 0` and no other
+Redis-derived numbers, so dashboards show a gap rather than stale values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.boards import BoardFinder
+from exporter.snapshot import Snapshot, read_snapshot
+from ingest.counting.config import CountingConfig
+
+log = logging.getLogger(__name__)
+
+
+def _family(kind, name: str, doc: str, labels: list[str], rows) -> Metric:
+    family = kind(name, doc, labels=labels)
+    for *values, number in rows:
+        family.add_metric(list(values), number)
+    return family
+
+
+def counter_families(snap: Snapshot) -> Iterator[Metric]:
+    """Per-counter totals, unique users and today's top keys."""
+    c = snap.counters
+    yield _family(CounterMetricFamily, "tally_events", "Events counted (duplicates excluded).",
+                  ["counter"], [(s.counter, s.events) for s in c])
+    yield _family(CounterMetricFamily, "tally_event_value", "Sum of counted events' values.",
+                  ["counter"], [(s.counter, s.value) for s in c])
+    yield _family(CounterMetricFamily, "tally_duplicates", "Events dropped as duplicates.",
+                  ["counter"], [(s.counter, s.duplicates) for s in c])
+    yield _family(GaugeMetricFamily, "tally_unique_users",
+                  "Approximate distinct users in the current UTC hour/day (HyperLogLog).",
+                  ["counter", "window"],
+                  [(s.counter, w, n) for s in c for w, n in s.unique_users.items()])
+    yield _family(GaugeMetricFamily, "tally_top_key_count",
+                  "Count of today's top keys of each counter (top N only).",
+                  ["counter", "key", "window"],
+                  [(s.counter, key, "day", n) for s in c for key, n in s.top])
+
+
+def flusher_families(snap: Snapshot) -> Iterator[Metric]:
+    """Flusher health per sink and dirty marks waiting."""
+    f = snap.flushers
+    gauges = [("lag_seconds", "Age of the oldest dirty mark after the last flush run."),
+              ("last_duration_seconds", "Duration of the last flush run."),
+              ("last_run_timestamp_seconds", "When the last flush run ended (epoch).")]
+    for suffix, doc in gauges:
+        field = "last_run" if suffix.startswith("last_run") else suffix
+        yield _family(GaugeMetricFamily, f"tally_flusher_{suffix}", doc, ["sink"],
+                      [(h.sink, getattr(h, field)) for h in f])
+    yield _family(CounterMetricFamily, "tally_flusher_rows", "Rows written to the sink.",
+                  ["sink"], [(h.sink, h.rows_total) for h in f])
+    yield _family(CounterMetricFamily, "tally_flusher_errors", "Failed flush attempts.",
+                  ["sink"], [(h.sink, h.errors_total) for h in f])
+    yield _family(GaugeMetricFamily, "tally_dirty_buckets",
+                  "Minute buckets marked dirty and not yet taken by a flusher.", ["sink"],
+                  sorted(snap.dirty.items()))
+
+
+def redis_families(snap: Snapshot) -> Iterator[Metric]:
+    """Leaderboard sizes and Redis memory."""
+    yield _family(GaugeMetricFamily, "tally_leaderboard_members", "Members of a leaderboard.",
+                  ["board"], snap.boards)
+    yield GaugeMetricFamily("tally_redis_memory_used_bytes",
+                            "Memory Redis uses (INFO used_memory, summed over primaries).",
+                            value=snap.memory_used_bytes)
+    yield GaugeMetricFamily("tally_redis_keys", "Keys in Redis (DBSIZE, dedup marks included).",
+                            value=snap.keys)
+
+
+class TallyCollector(Collector):
+    """Collector for one Redis (or Redis Cluster) client; register it on a CollectorRegistry."""
+
+    def __init__(self, client, config: CountingConfig, top_n: int = 10,
+                 boards: BoardFinder | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client, self.config, self.top_n = client, config, top_n
+        self.board_finder = boards or BoardFinder()
+        self.clock = clock
+        self.errors = 0
+
+    def _read(self) -> Snapshot | None:
+        try:
+            boards = self.board_finder.boards(self.client)
+            return read_snapshot(self.client, self.config, self.top_n, boards, self.clock())
+        except redis.RedisError as exc:
+            self.errors += 1
+            log.warning("scrape could not read Redis: %s", exc)
+            return None
+
+    def collect(self) -> Iterator[Metric]:
+        """Read Redis now and yield every family (only tally_up 0 and timings on failure)."""
+        started = time.perf_counter()
+        snap = self._read()
+        yield GaugeMetricFamily("tally_up", "1 if the last scrape could read Redis.",
+                                value=0 if snap is None else 1)
+        if snap is not None:
+            yield from counter_families(snap)
+            yield from flusher_families(snap)
+            yield from redis_families(snap)
+        yield CounterMetricFamily("tally_scrape_errors", "Scrapes that could not read Redis.",
+                                  value=self.errors)
+        yield GaugeMetricFamily("tally_scrape_duration_seconds",
+                                "Time this scrape spent reading Redis.",
+                                value=time.perf_counter() - started)

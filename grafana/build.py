@@ -1,0 +1,149 @@
+"""Write grafana/dashboards/*.json from the panels below (rerun after editing; JSON is committed).
+
+Run: .venv/bin/python grafana/build.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
+PROM = {"type": "prometheus", "uid": "tally-prometheus"}
+PG = {"type": "grafana-postgresql-datasource", "uid": "tally-timescale"}
+INFLUX = {"type": "influxdb", "uid": "tally-influx"}
+
+# The history panels pick their table from the dashboard's time range: minutes up
+# to 2 days, hours up to 90 days, days beyond. Exactly one branch's WHERE is true;
+# PostgreSQL prunes the others at plan time (a constant false One-Time Filter).
+RANGE = "($__timeTo()::timestamptz - $__timeFrom()::timestamptz)"
+STEPPED = f"""(SELECT bucket, key, value, uniques FROM counts_1m
+   WHERE {RANGE} <= interval '2 days' AND counter = '$counter' AND $__timeFilter(bucket)
+ UNION ALL
+ SELECT bucket, key, value, uniques FROM counts_1h
+   WHERE {RANGE} > interval '2 days' AND {RANGE} <= interval '90 days'
+     AND counter = '$counter' AND $__timeFilter(bucket)
+ UNION ALL
+ SELECT bucket, key, value, uniques FROM counts_1d
+   WHERE {RANGE} > interval '90 days' AND counter = '$counter' AND $__timeFilter(bucket)) AS c"""
+
+
+def prom(expr: str, legend: str = "", instant: bool = False) -> dict:
+    """A PromQL target."""
+    return {"datasource": PROM, "refId": "A", "expr": expr, "legendFormat": legend,
+            "instant": instant, "range": not instant}
+
+
+def sql(text: str, fmt: str = "time_series") -> dict:
+    """A raw-SQL target on TimescaleDB."""
+    return {"datasource": PG, "refId": "A", "rawQuery": True, "editorMode": "code",
+            "format": fmt, "rawSql": text}
+
+
+def influxql(text: str) -> dict:
+    """A raw InfluxQL target."""
+    return {"datasource": INFLUX, "refId": "A", "rawQuery": True, "query": text,
+            "resultFormat": "time_series"}
+
+
+def panel(pid: int, title: str, targets: list[dict], kind: str = "timeseries",
+          unit: str = "short", width: int = 12) -> dict:
+    """One panel on a 24-column grid, two per row by default."""
+    x = 0 if width == 24 else (pid - 1) % 2 * 12
+    return {"id": pid, "type": kind, "title": title, "datasource": targets[0]["datasource"],
+            "gridPos": {"h": 8, "w": width, "x": x, "y": (pid - 1) // 2 * 8},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "targets": [dict(t, refId=chr(65 + i)) for i, t in enumerate(targets)]}
+
+
+def overview() -> dict:
+    """Live rates and health from Prometheus."""
+    sel = 'counter=~"$counter"'
+    latency = ("histogram_quantile({q}, sum by (le) (rate("
+               "tally_ingest_http_request_duration_seconds_bucket[$__rate_interval])))")
+    panels = [
+        panel(1, "Events per second",
+              [prom(f"counter:tally_events:rate1m{{{sel}}}", "{{counter}}")], unit="ops"),
+        panel(2, "Duplicate ratio (5m)", [prom(f"counter:tally_duplicates:ratio_rate5m{{{sel}}}",
+                                               "{{counter}}")], unit="percentunit"),
+        panel(3, "Unique users (current hour / day)",
+              [prom(f"tally_unique_users{{{sel}}}", "{{counter}} {{window}}")]),
+        panel(4, "Top keys today", [prom(f"topk(20, tally_top_key_count{{{sel}}})",
+                                         instant=True)], kind="table"),
+        panel(5, "Flusher lag", [prom("tally_flusher_lag_seconds", "{{sink}}")], unit="s"),
+        panel(6, "Dirty buckets waiting", [prom("tally_dirty_buckets", "{{sink}}")]),
+        panel(7, "Ingest latency", [prom(latency.format(q=q), f"p{round(q * 100)}")
+                                    for q in (0.5, 0.95, 0.99)], unit="s"),
+        panel(8, "Ingest events by outcome", [prom(
+            "sum by (outcome) (rate(tally_ingest_events_total[$__rate_interval]))",
+            "{{outcome}}")], unit="ops"),
+        panel(9, "Errors: sink failures and HTTP 5xx", [
+            prom("sum by (sink) (increase(tally_flusher_errors_total[$__rate_interval]))",
+                 "{{sink}}"),
+            prom('sum(rate(tally_ingest_http_requests_total{status=~"5.."}[$__rate_interval]))'
+                 " or vector(0)", "ingest 5xx")]),
+        panel(10, "Exporter: Redis up and scrape time", [
+            prom("tally_up", "up"), prom("tally_scrape_duration_seconds", "scrape s")]),
+    ]
+    counter = {"name": "counter", "type": "query", "datasource": PROM, "refresh": 2,
+               "query": {"query": "label_values(tally_events_total, counter)",
+                         "refId": "counter"},
+               "definition": "label_values(tally_events_total, counter)",
+               "multi": True, "includeAll": True, "current": {}}
+    return dashboard("tally-overview", "Tally overview", panels, [counter], "now-1h", "30s")
+
+
+def history() -> dict:
+    """Stored history from TimescaleDB, and the same series from InfluxDB."""
+    keys = "key IN ($key)"
+    panels = [
+        panel(1, "Count per key (table by range: 1m ≤ 2 d < 1h ≤ 90 d < 1d)", [sql(
+            f"SELECT $__timeGroupAlias(bucket, $__interval), key AS metric, sum(value) AS value\n"
+            f"FROM {STEPPED}\nWHERE {keys}\nGROUP BY 1, 2\nORDER BY 1")], width=24),
+        panel(2, "Counter total", [sql(
+            f"SELECT $__timeGroupAlias(bucket, $__interval), sum(value) AS value\n"
+            f"FROM {STEPPED}\nGROUP BY 1\nORDER BY 1")]),
+        panel(3, "Unique users per key and hour", [sql(
+            "SELECT bucket AS time, key AS metric, uniques AS value FROM counts_1h\n"
+            f"WHERE counter = '$counter' AND {keys} AND $__timeFilter(bucket)\nORDER BY 1")]),
+        panel(4, "Top keys in range", [sql(
+            "SELECT key, sum(value) AS value FROM counts_1h\n"
+            "WHERE counter = '$counter' AND $__timeFilter(bucket)\n"
+            "GROUP BY key ORDER BY value DESC, key LIMIT 20", fmt="table")], kind="table"),
+        panel(5, "InfluxDB: counter total per minute", [influxql(
+            'SELECT sum("value") FROM "minute_7d"."counts_total" WHERE "counter" = \'$counter\' '
+            "AND $timeFilter GROUP BY time($__interval) fill(none)")]),
+        panel(6, "InfluxDB: featured keys per minute", [influxql(
+            'SELECT sum("value") FROM "minute_7d"."counts" WHERE "counter" = \'$counter\' '
+            'AND $timeFilter GROUP BY time($__interval), "key" fill(none)')]),
+    ]
+    counter = {"name": "counter", "type": "query", "datasource": PG, "refresh": 1,
+               "query": "SELECT DISTINCT counter FROM counts_1d ORDER BY 1",
+               "definition": "SELECT DISTINCT counter FROM counts_1d ORDER BY 1",
+               "multi": False, "includeAll": False, "current": {}}
+    key_sql = ("SELECT key FROM counts_1h WHERE counter = '$counter' AND $__timeFilter(bucket) "
+               "GROUP BY key ORDER BY sum(value) DESC, key LIMIT 50")
+    key = {"name": "key", "type": "query", "datasource": PG, "refresh": 2, "query": key_sql,
+           "definition": key_sql, "multi": True, "includeAll": False, "current": {}}
+    return dashboard("tally-history", "Tally history", panels, [counter, key], "now-6h", "1m")
+
+
+def dashboard(uid: str, title: str, panels: list, variables: list, since: str,
+              refresh: str) -> dict:
+    """A dashboard document as Grafana 11 stores it."""
+    return {"uid": uid, "title": title, "tags": ["tally"], "timezone": "utc",
+            "schemaVersion": 39, "version": 1, "editable": True, "refresh": refresh,
+            "time": {"from": since, "to": "now"}, "templating": {"list": variables},
+            "annotations": {"list": []}, "panels": panels}
+
+
+def main(folder: Path = DASHBOARDS) -> None:
+    """Write both dashboards."""
+    folder.mkdir(exist_ok=True)
+    for board in (overview(), history()):
+        path = folder / f"{board['uid']}.json"
+        path.write_text(json.dumps(board, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""docker-compose.yml at schema level (no Docker engine here): images, volumes, health, secrets."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tally.settings import PROJECT_ROOT, Settings
+
+COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = "\n".join(line for line in (PROJECT_ROOT / "docker-compose.yml").read_text()
+                         .splitlines() if not line.lstrip().startswith("#"))
+SERVICES = COMPOSE["services"]
+DATASOURCES = {d["uid"]: d for d in yaml.safe_load(
+    (PROJECT_ROOT / "grafana/provisioning/datasources/tally.yml").read_text())["datasources"]}
+ENV_EXAMPLE = dict(line.split("=", 1) for line in (PROJECT_ROOT / ".env.example").read_text()
+                   .splitlines() if line and not line.startswith("#"))
+EXPECTED = {"redis", "timescaledb", "influxdb", "prometheus", "grafana", "tally-migrate",
+            "tally-ingest", "tally-flusher", "tally-exporter"}
+OURS = {name for name in EXPECTED if name.startswith("tally-")}
+
+
+def test_every_service_is_there():
+    assert set(SERVICES) == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - OURS))
+def test_official_images_pinned_to_a_version(name):
+    image = SERVICES[name]["image"]
+    repo, _, tag = image.rpartition(":")
+    assert repo and re.match(r"v?\d+(\.\d+)*(-pg\d+)?$", tag), image
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_tally_services_build_from_the_repo(name):
+    assert SERVICES[name]["build"] == "." and (PROJECT_ROOT / "Dockerfile").exists()
+    assert SERVICES[name]["command"][0] in ("tally", "sh")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"tally-migrate"}))
+def test_long_running_services_have_healthchecks(name):
+    assert SERVICES[name]["healthcheck"]["test"][0] == "CMD"
+
+
+def test_stateful_services_use_named_volumes():
+    mounts = {"redis": "/data", "timescaledb": "/var/lib/postgresql/data",
+              "influxdb": "/var/lib/influxdb", "prometheus": "/prometheus",
+              "grafana": "/var/lib/grafana"}
+    for name, target in mounts.items():
+        volume = next(v.split(":")[0] for v in SERVICES[name]["volumes"]
+                      if v.split(":")[1] == target)
+        assert volume in COMPOSE["volumes"], name
+
+
+def test_redis_appends_only():
+    assert SERVICES["redis"]["command"][1:3] == ["--appendonly", "yes"]
+
+
+def test_config_folders_are_mounted():
+    assert "./prometheus:/etc/prometheus:ro" in SERVICES["prometheus"]["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.compose.yml" in \
+        SERVICES["prometheus"]["command"]
+    grafana = SERVICES["grafana"]["volumes"]
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana
+
+
+def test_secrets_come_from_env_without_defaults():
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE_TEXT))
+    assert used == set(ENV_EXAMPLE)
+    assert re.findall(r"\$\{\w+:-", COMPOSE_TEXT) == []  # no default values
+    assert all(f"${{{name}:?" in COMPOSE_TEXT for name in used)
+
+
+def test_grafana_datasources_match_services_and_ports():
+    defaults = Settings()
+    prom = urlsplit(DATASOURCES["tally-prometheus"]["url"])
+    assert (prom.hostname, prom.port) == ("prometheus", defaults.prometheus_port)
+    host, port = DATASOURCES["tally-timescale"]["url"].split(":")
+    assert (host, int(port)) == ("timescaledb", defaults.postgres_port)
+    influx = urlsplit(DATASOURCES["tally-influx"]["url"])
+    assert (influx.hostname, influx.port) == ("influxdb", defaults.influx_port)
+    assert set(SERVICES) >= {"prometheus", "timescaledb", "influxdb"}
+
+
+def test_grafana_database_users_and_passwords_match_compose():
+    pg, influx = DATASOURCES["tally-timescale"], DATASOURCES["tally-influx"]
+    reader = re.search(r"CREATE ROLE (\w+)", (PROJECT_ROOT / "timescale/0002_reader.sql")
+                       .read_text())[1]
+    assert pg["user"] == reader and pg["jsonData"]["timescaledb"] is True
+    assert influx["user"] == SERVICES["influxdb"]["environment"]["INFLUXDB_READ_USER"]
+    grafana_env = SERVICES["grafana"]["environment"]
+    for source in (pg, influx):
+        variable = source["secureJsonData"]["password"].lstrip("$")
+        assert variable in grafana_env and variable in ENV_EXAMPLE
+    migrate_env = SERVICES["tally-migrate"]["environment"]
+    assert migrate_env["TALLY_READER_PASSWORD"] == grafana_env["TALLY_GRAFANA_DB_PASSWORD"]
+
+
+def test_prometheus_compose_targets_are_services():
+    config = yaml.safe_load((PROJECT_ROOT / "prometheus/prometheus.compose.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for c in job["static_configs"]
+               for t in c["targets"]}
+    defaults = Settings()
+    assert targets == {f"tally-exporter:{defaults.exporter_port}",
+                       f"tally-ingest:{defaults.ingest_port}"}
+    assert f"{defaults.exporter_port}:{defaults.exporter_port}" in \
+        SERVICES["tally-exporter"]["ports"]

@@ -1,0 +1,204 @@
+"""Every Grafana panel query runs against the real backend after demo traffic and a real flush."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import psycopg
+import pytest
+import redis
+import requests
+import yaml
+from prometheus_client import CollectorRegistry
+from werkzeug.serving import make_server
+
+from exporter.collector import TallyCollector
+from exporter.server import serve
+from ingest.api import close_app, create_app
+from ingest.counting.config import CountingConfig
+from tally import demo
+from tally.flusher.loop import SinkLoop
+from tally.flusher.sink import build_sink
+from tally.influx_setup import ensure_influx, influx_query
+from tally.settings import PROJECT_ROOT, load_settings
+from tally.stack import services
+from tests.grafana_macros import (
+    TimeRange,
+    expand_influxql,
+    expand_promql,
+    expand_sql,
+    prom_regex,
+    sql_values,
+)
+
+GRAFANA = PROJECT_ROOT / "grafana"
+RULES = str(PROJECT_ROOT / "prometheus" / "rules" / "tally.yml")
+DASHBOARDS = {p.stem: json.loads(p.read_text()) for p in sorted(GRAFANA.glob("dashboards/*.json"))}
+TOKEN = "demo-token"
+
+
+def targets(board: dict) -> list[tuple[str, dict]]:
+    """(panel title, target) of every panel target."""
+    return [(p["title"], t) for p in board["panels"] for t in p["targets"]]
+
+
+def _serve_ingest(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _scrape(prometheus_server, targets: dict[str, list[str]], rules: tuple[str, ...] = ()) -> str:
+    url, config = prometheus_server
+    config.write_text(services.prometheus_config(targets, "1s", rules))
+    assert requests.post(f"{url}/-/reload", timeout=30).ok
+    return url
+
+
+def _reset_stores(settings) -> None:
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE counts_1m, counts_1h, counts_1d")
+    influx_query(settings, f'DROP DATABASE "{settings.influx_db}"')
+    ensure_influx(settings)
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url, postgres_dsn, influx_url, prometheus_server):
+    """Ingest + exporter scraped by Prometheus; demo traffic posted; both sinks flushed.
+
+    Module-scoped so the six-second demo runs once; it cleans the session
+    servers itself (Redis, counts tables, InfluxDB, Prometheus targets).
+    """
+    settings = load_settings({}, redis_url=redis_url, postgres_dsn=postgres_dsn,
+                             influx_url=influx_url, write_tokens=(TOKEN,), series_history=False)
+    app = create_app(settings)
+    ingest, ingest_thread = _serve_ingest(app)
+    client = redis.Redis.from_url(redis_url)
+    config = CountingConfig.from_settings(settings)
+    registry = CollectorRegistry()
+    registry.register(TallyCollector(client, config, top_n=5))
+    exporter, exporter_thread = serve(registry, "127.0.0.1", 0)
+    prom = _scrape(prometheus_server, {"tally": [f"127.0.0.1:{ingest.server_port}",
+                                                 f"127.0.0.1:{exporter.server_port}"]}, (RULES,))
+    started = time.time()
+    url = f"http://127.0.0.1:{ingest.server_port}/v1/events"
+    summary = demo.run(url, TOKEN, duration=6, rate=300,
+                       plan=demo.DemoPlan(keys=40, users=300, seed=7, duplicate_share=0.1))
+    for name in settings.sinks:
+        loop = SinkLoop(build_sink(name, settings))
+        assert loop.step(client, config, settings, lambda point: None)
+        loop.sink.close()
+    time.sleep(3)  # two more scrapes and rule evaluations see the flusher's health
+    yield {"prometheus": prom, "settings": settings, "summary": summary,
+           "range": TimeRange(started - 3600, time.time() + 60)}
+    for server, thread in ((ingest, ingest_thread), (exporter, exporter_thread)):
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    close_app(app)
+    client.flushall()
+    client.close()
+    _scrape(prometheus_server, {})
+    _reset_stores(settings)
+
+
+def prom_data(base: str, target: dict, rng: TimeRange, variables: dict) -> list:
+    """Run a PromQL target as Grafana would (instant or range query); the result list."""
+    expr = expand_promql(target["expr"], rng, variables, scrape=1)
+    if target.get("instant"):
+        params, path = {"query": expr, "time": time.time()}, "query"
+    else:
+        params = {"query": expr, "start": time.time() - 60, "end": time.time(), "step": 1}
+        path = "query_range"
+    body = requests.get(f"{base}/api/v1/{path}", params=params, timeout=30).json()
+    assert body["status"] == "success", (expr, body)
+    return body["data"]["result"]
+
+
+def sql_rows(dsn: str, query: str) -> tuple[list[str], list]:
+    """Run SQL as the read-only dashboard role; (column names, rows)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET ROLE tally_reader")
+        cur = conn.execute(query)
+        return [c.name for c in cur.description], cur.fetchall()
+
+
+def influx_series(url: str, query: str) -> list[dict]:
+    """Run InfluxQL on db tally; the series of the first statement."""
+    body = requests.post(f"{url}/query", data={"q": query, "db": "tally", "epoch": "ms"},
+                         timeout=30).json()
+    assert "error" not in body["results"][0], (query, body)
+    return body["results"][0].get("series", [])
+
+
+def test_demo_traffic_was_counted(stack):
+    summary = stack["summary"]
+    assert summary.failed_batches == 0 and summary.sent >= 900
+    assert summary.accepted + summary.duplicates == summary.sent and summary.duplicates > 0
+
+
+def test_overview_panels_return_series(stack):
+    base, rng = stack["prometheus"], stack["range"]
+    counters = requests.get(f"{base}/api/v1/label/counter/values",
+                            params={"match[]": "tally_events_total"}, timeout=10).json()["data"]
+    assert sorted(counters) == sorted(demo.COUNTERS)
+    variables = {"counter": prom_regex(counters)}
+    for title, target in targets(DASHBOARDS["tally-overview"]):
+        result = prom_data(base, target, rng, variables)
+        assert result, f"{title}: {target['expr']} returned no series"
+        points = [r["value"] for r in result] if target.get("instant") else \
+            [v for r in result for v in r["values"]]
+        assert points, f"{title}: no samples"
+
+
+# One range per history table the stepped panels choose: minutes, hours, days.
+RANGES = {"1m": 3600, "1h": 10 * 86400, "1d": 200 * 86400}
+
+
+@pytest.mark.parametrize("span", RANGES)
+def test_history_sql_panels_return_rows(stack, span):
+    dsn, end = stack["settings"].postgres_dsn, stack["range"].end
+    rng = TimeRange(end - RANGES[span], end)
+    board = DASHBOARDS["tally-history"]
+    var = {v["name"]: v for v in board["templating"]["list"]}
+    _, counters = sql_rows(dsn, expand_sql(var["counter"]["query"], rng, {}))
+    assert sorted(c for (c,) in counters) == sorted(demo.COUNTERS)
+    _, keys = sql_rows(dsn, expand_sql(var["key"]["query"], rng, {"counter": "views"}))
+    assert keys, "the key variable query returned no keys"
+    variables = {"counter": "views", "key": sql_values([k for (k,) in keys[:3]])}
+    for title, target in targets(board):
+        if target["datasource"]["type"] == "influxdb":
+            continue
+        columns, rows = sql_rows(dsn, expand_sql(target["rawSql"], rng, variables))
+        assert rows, f"{title}: no rows"
+        expected = {"key", "value"} if target["format"] == "table" else {"time", "value"}
+        assert expected <= set(columns), f"{title}: columns {columns}"
+
+
+def test_history_influx_panels_return_series(stack):
+    rng, url = stack["range"], stack["settings"].influx_url
+    for title, target in targets(DASHBOARDS["tally-history"]):
+        if target["datasource"]["type"] != "influxdb":
+            continue
+        series = influx_series(url, expand_influxql(target["query"], rng, {"counter": "views"}))
+        assert series, f"{title}: no series"
+        assert all(s["columns"] == ["time", "sum"] and s["values"] for s in series), title
+
+
+def test_every_panel_uses_a_provisioned_datasource():
+    provisioned = yaml.safe_load((GRAFANA / "provisioning/datasources/tally.yml").read_text())
+    known = {(d["type"], d["uid"]) for d in provisioned["datasources"]}
+    for board in DASHBOARDS.values():
+        used = {(t["datasource"]["type"], t["datasource"]["uid"]) for _, t in targets(board)}
+        assert used <= known, board["uid"]
+
+
+def test_dashboards_json_is_what_build_py_writes(tmp_path):
+    import grafana.build as build
+
+    build.main(tmp_path)
+    for path in tmp_path.glob("*.json"):
+        assert path.read_text() == (GRAFANA / "dashboards" / path.name).read_text(), path.name

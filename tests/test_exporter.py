@@ -1,0 +1,172 @@
+"""The exporter's collector and HTTP server against a real Redis after real ingestion."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+import requests
+from prometheus_client import CollectorRegistry
+
+from exporter.boards import BoardFinder
+from exporter.collector import TallyCollector
+from exporter.server import serve
+from ingest.counting import leaderboard
+from ingest.counting.batch import apply_batch
+from ingest.counting.config import CountingConfig
+from ingest.counting.events import Event
+from tally.stack.process import free_ports
+
+DAY = 20_400  # 2025-11-08 (UTC day index)
+NOW = DAY * 86400 + 12 * 3600 + 5  # noon, so the previous hour is the same day
+CONFIG = CountingConfig(shards=4)
+FLUSHER = {"lag_seconds": "2.5", "last_run": str(NOW - 1), "last_duration_seconds": "0.25",
+           "rows_total": "1200", "errors_total": "3", "last_error": "timeout"}
+
+
+def demo_events(now: int = NOW) -> list[Event]:
+    """Seven counted views (one more a duplicate), one like; users a..e."""
+    return [
+        Event("views", "video:1", now, id="e1", user="a"),
+        Event("views", "video:1", now, id="e2", user="b"),
+        Event("views", "video:1", now, id="e3", user="c"),
+        Event("views", "video:2", now, id="e4", user="a"),
+        Event("views", "video:2", now, value=5, id="e5", user="d"),
+        Event("views", "video:3", now),
+        Event("views", "video:3", now - 3600, id="e7", user="e"),
+        Event("views", "video:1", now, id="e1", user="a"),  # a retry: duplicate
+        Event("likes", "post:9", now, id="l1", user="a"),
+    ]
+
+
+def load_demo(client, now: int = NOW) -> None:
+    """Ingest demo_events, two leaderboards and the timescale flusher's health hash."""
+    apply_batch(client, CONFIG, demo_events(now), now=now)
+    for member, score in (("ann", 3), ("bob", 2), ("cy", 1)):
+        leaderboard.update(client, "season1", member, score)
+    leaderboard.update(client, "weekly", "ann", 1)
+    client.hset("tally:flusher:timescale", mapping=FLUSHER)
+
+
+EXPECTED = {
+    ("tally_up", ()): 1,
+    ("tally_events_total", (("counter", "likes"),)): 1,
+    ("tally_events_total", (("counter", "views"),)): 7,
+    ("tally_event_value_total", (("counter", "likes"),)): 1,
+    ("tally_event_value_total", (("counter", "views"),)): 11,
+    ("tally_duplicates_total", (("counter", "likes"),)): 0,
+    ("tally_duplicates_total", (("counter", "views"),)): 1,
+    ("tally_unique_users", (("counter", "likes"), ("window", "hour"))): 1,
+    ("tally_unique_users", (("counter", "likes"), ("window", "day"))): 1,
+    ("tally_unique_users", (("counter", "views"), ("window", "hour"))): 4,
+    ("tally_unique_users", (("counter", "views"), ("window", "day"))): 5,
+    ("tally_top_key_count", (("counter", "likes"), ("key", "post:9"), ("window", "day"))): 1,
+    ("tally_top_key_count", (("counter", "views"), ("key", "video:2"), ("window", "day"))): 6,
+    ("tally_top_key_count", (("counter", "views"), ("key", "video:1"), ("window", "day"))): 3,
+    ("tally_flusher_lag_seconds", (("sink", "timescale"),)): 2.5,
+    ("tally_flusher_last_duration_seconds", (("sink", "timescale"),)): 0.25,
+    ("tally_flusher_last_run_timestamp_seconds", (("sink", "timescale"),)): NOW - 1,
+    ("tally_flusher_rows_total", (("sink", "timescale"),)): 1200,
+    ("tally_flusher_errors_total", (("sink", "timescale"),)): 3,
+    ("tally_dirty_buckets", (("sink", "influx"),)): 5,
+    ("tally_dirty_buckets", (("sink", "timescale"),)): 5,
+    ("tally_leaderboard_members", (("board", "season1"),)): 3,
+    ("tally_leaderboard_members", (("board", "weekly"),)): 1,
+    ("tally_scrape_errors_total", ()): 0,
+}
+MEASURED = ("tally_redis_memory_used_bytes", "tally_redis_keys", "tally_scrape_duration_seconds")
+
+
+def scrape(client, top_n: int = 2) -> dict:
+    """Collect once on a fresh registry; {(sample name, sorted labels): value}."""
+    registry = CollectorRegistry()
+    registry.register(TallyCollector(client, CONFIG, top_n=top_n, clock=lambda: NOW))
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect() for s in family.samples}
+
+
+def _split(samples: dict) -> tuple[dict, dict]:
+    measured = {k: v for k, v in samples.items() if k[0] in MEASURED}
+    return {k: v for k, v in samples.items() if k[0] not in MEASURED}, measured
+
+
+def test_every_metric_after_real_ingestion(redis_client):
+    load_demo(redis_client)
+    exact, measured = _split(scrape(redis_client))
+    assert exact == EXPECTED
+    assert measured[("tally_redis_keys", ())] == redis_client.dbsize()
+    assert measured[("tally_redis_memory_used_bytes", ())] > 0
+    assert 0 < measured[("tally_scrape_duration_seconds", ())] < 5
+
+
+def test_empty_redis_reports_up_and_nothing_per_counter(redis_client):
+    exact, _ = _split(scrape(redis_client))
+    assert exact == {("tally_up", ()): 1, ("tally_scrape_errors_total", ()): 0,
+                                 ("tally_dirty_buckets", (("sink", "influx"),)): 0,
+                                 ("tally_dirty_buckets", (("sink", "timescale"),)): 0}
+
+
+def test_unreachable_redis_reports_down_and_no_stale_numbers():
+    client = redis.Redis(port=free_ports(1)[0], socket_timeout=1, socket_connect_timeout=1)
+    registry = CollectorRegistry()
+    registry.register(TallyCollector(client, CONFIG))
+    names = {s.name: s.value for family in registry.collect() for s in family.samples}
+    client.close()
+    assert set(names) == {"tally_up", "tally_scrape_errors_total", "tally_scrape_duration_seconds"}
+    assert names["tally_up"] == 0 and names["tally_scrape_errors_total"] == 1
+
+
+def test_top_n_bounds_per_key_series(redis_client):
+    load_demo(redis_client)
+    exact, _ = _split(scrape(redis_client, top_n=1))
+    top = {labels for name, labels in exact if name == "tally_top_key_count"}
+    assert top == {(("counter", "likes"), ("key", "post:9"), ("window", "day")),
+                   (("counter", "views"), ("key", "video:2"), ("window", "day"))}
+
+
+def test_cluster_sums_shards_and_merges_uniques(redis_cluster_client):
+    load_demo(redis_cluster_client)
+    exact, _ = _split(scrape(redis_cluster_client))
+    assert exact == EXPECTED
+
+
+@pytest.fixture
+def exporter_url(redis_client):
+    """URL of a real exporter HTTP server on a free port, reading redis_client."""
+    registry = CollectorRegistry()
+    registry.register(TallyCollector(redis_client, CONFIG, top_n=2, clock=lambda: NOW))
+    server, thread = serve(registry, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.server_port}/metrics"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_http_serves_prometheus_text(redis_client, exporter_url):
+    load_demo(redis_client)
+    response = requests.get(exporter_url, timeout=5)
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert 'tally_events_total{counter="views"} 7.0\n' in response.text
+
+
+def test_http_negotiates_openmetrics(redis_client, exporter_url):
+    load_demo(redis_client)
+    response = requests.get(exporter_url, timeout=5,
+                            headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert 'tally_events_total{counter="views"} 7.0\n' in response.text
+    assert response.text.endswith("# EOF\n")
+
+
+def test_board_discovery_finds_and_forgets_boards_in_bounded_steps(redis_client):
+    redis_client.mset({f"filler:{i}": 1 for i in range(200)})
+    leaderboard.update(redis_client, "late", "ann", 1)
+    finder = BoardFinder(steps=1, count=10)
+    assert [finder.boards(redis_client) for _ in range(60)][-1] == ["late"]
+    redis_client.delete("lb:{late}")
+    assert [finder.boards(redis_client) for _ in range(60)][-1] == []
+
+
+def test_board_discovery_caps_the_number_of_boards(redis_client):
+    for board in ("c", "a", "b"):
+        leaderboard.update(redis_client, board, "ann", 1)
+    assert BoardFinder(limit=2).boards(redis_client) == ["a", "b"]
