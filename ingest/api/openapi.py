@@ -1,0 +1,232 @@
+"""The OpenAPI 3.1 document of the ingest API: the one place that describes it.
+
+Built from small helpers so each operation reads as one entry; /openapi.json
+serves it and the tests fuzz the app against it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from ingest.counting.events import MAX_KEY_BYTES, MAX_VALUE
+
+PROBLEM = "application/problem+json"
+TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
+        "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+        "description": f"printable UTF-8, at most {MAX_KEY_BYTES} bytes"}
+COUNTER = {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}
+NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
+TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}
+NULL = {"type": "null"}
+RATE_HEADERS = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
+                                "description": "whole seconds until a slot frees"}}
+
+
+def ref(name: str) -> dict:
+    """A $ref to a component schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: list[str], **props) -> dict:
+    """A closed object schema."""
+    return {"type": "object", "required": required, "properties": props,
+            "additionalProperties": False}
+
+
+def query(name: str, schema: dict, required: bool = False, description: str = "") -> dict:
+    """A query parameter."""
+    return {"name": name, "in": "query", "required": required, "schema": schema,
+            "description": description}
+
+
+def path(name: str, schema: dict) -> dict:
+    """A path parameter."""
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def ok(schema: dict, description: str = "OK") -> dict:
+    """A 200 JSON response."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def problems(*codes: int) -> dict:
+    """Problem responses for these status codes, plus 503 (Redis down)."""
+    out = {}
+    for code in (*codes, 503):
+        schema = ref("ValidationProblem") if code == 400 else ref("Problem")
+        out[str(code)] = {"description": "problem", "content": {PROBLEM: {"schema": schema}}}
+    return out
+
+
+def op(summary: str, responses: dict, *, scope: str | None = None, parameters=(),
+       body: dict | None = None) -> dict:
+    """One operation; scoped operations also answer 401 and 403."""
+    operation = {"summary": summary, "parameters": list(parameters), "responses": responses}
+    if scope:
+        operation["security"] = [{"bearer": [scope]}]
+        operation["responses"].update(problems(401, 403))
+    if body:
+        operation["requestBody"] = {"required": True, "content": body}
+    return operation
+
+
+def _schemas() -> dict:
+    entry = obj(["rank", "member", "score"], rank={"type": "integer", "minimum": 1},
+                member={"type": "string"}, score={"type": "number"})
+    error = obj(["index", "field", "message"], index={"type": ["integer", "null"]},
+                field={"type": "string"}, message={"type": "string"})
+    problem = {"type": "object", "required": ["type", "title", "status", "detail"],
+               "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                              "status": {"type": "integer"}, "detail": {"type": "string"},
+                              "errors": {"type": "array", "items": error}}}
+    return {
+        "Event": obj(["counter", "key"], counter=COUNTER, key=TEXT,
+                     id={"anyOf": [TEXT, NULL]}, user={"anyOf": [TEXT, NULL]},
+                     value={"type": "integer", "minimum": 1, "maximum": MAX_VALUE},
+                     ts={"anyOf": [*TIME["anyOf"], NULL], "description": "default: now"}),
+        "Problem": problem, "ValidationProblem": problem, "Entry": entry,
+        "BatchResult": obj(["accepted", "duplicates"], accepted={"type": "integer"},
+                           duplicates={"type": "integer"}),
+        "Counts": obj(["counter", "key", "total", "unique_views", "uniques"],
+                      counter={"type": "string"}, key={"type": "string"},
+                      total={"type": "integer"},
+                      unique_views=obj(["today", "all_time"], today={"type": "integer"},
+                                       all_time={"type": "integer"}),
+                      uniques=obj(["hour", "day"], hour={"type": "integer"},
+                                  day={"type": "integer"})),
+        "Series": obj(["counter", "key", "step", "from", "to", "history", "points"],
+                      counter={"type": "string"}, key={"type": "string"},
+                      step={"enum": ["1m", "1h", "1d"]}, history={
+                          "enum": ["timescale", "unavailable", "disabled"]},
+                      points={"type": "array", "items": obj(
+                          ["ts", "time", "value"], ts={"type": "integer"},
+                          time={"type": "string"}, value={"type": "integer"})},
+                      **{"from": {"type": "string"}, "to": {"type": "string"}}),
+        "Top": obj(["counter", "window", "date", "top"], counter={"type": "string"},
+                   window={"enum": ["day", "all"]}, date={"type": ["string", "null"]},
+                   top={"type": "array", "items": obj(
+                       ["rank", "key", "count"], rank={"type": "integer"},
+                       key={"type": "string"}, count={"type": "integer"})}),
+        "Written": obj(["kept", "member", "rank", "score"], kept={"type": "boolean"},
+                       member={"type": "string"}, rank={"type": ["integer", "null"]},
+                       score={"type": ["number", "null"]}),
+        "Entries": obj(["board", "entries"], board={"type": "string"},
+                       member={"type": "string"}, size={"type": "integer"},
+                       entries={"type": "array", "items": ref("Entry")}),
+        "Decision": obj(["allowed", "remaining", "reset_after", "limit", "window_seconds"],
+                        allowed={"type": "boolean"}, remaining={"type": "integer"},
+                        reset_after={"type": "number"}, limit={"type": "integer"},
+                        window_seconds={"type": "number"}),
+        "Status": obj(["status"], status={"type": "string"}),
+    }
+
+
+def _events() -> dict:
+    batch = {"oneOf": [{"type": "array", "minItems": 1, "items": ref("Event")}, ref("Event")]}
+    return {"/v1/events": {"post": op(
+        "Count a batch of events atomically (all or nothing)",
+        {"200": ok(ref("BatchResult")), **problems(400, 413, 415)}, scope="write",
+        body={"application/json": {"schema": batch},
+              "application/x-ndjson": {"schema": {"type": "string"}}})}}
+
+
+def _counters() -> dict:
+    counter, key = path("counter", COUNTER), query("key", TEXT, True)
+    step = query("step", {"enum": ["1m", "1h", "1d"], "default": "1m"})
+    span = [query("from", TIME, description="RFC 3339 or epoch s; default to - 1 h/24 h/30 d"),
+            query("to", TIME, description="RFC 3339 or epoch seconds; default now")]
+    top = [query("k", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}),
+           query("window", {"enum": ["day", "all"], "default": "day"}),
+           query("date", {"type": "string", "format": "date"})]
+    return {
+        "/v1/counters/{counter}": {"get": op(
+            "A key's total, unique views and approximate uniques",
+            {"200": ok(ref("Counts")), **problems(400, 404)}, scope="read",
+            parameters=[counter, key])},
+        "/v1/counters/{counter}/series": {"get": op(
+            "A key's counts per bucket (at most 10,080 points)",
+            {"200": ok(ref("Series")), **problems(400, 404)}, scope="read",
+            parameters=[counter, key, step, *span])},
+        "/v1/counters/{counter}/top": {"get": op(
+            "The keys with the highest counts", {"200": ok(ref("Top")), **problems(400, 404)},
+            scope="read", parameters=[counter, *top])},
+    }
+
+
+def _leaderboards() -> dict:
+    board, member = path("board", NAME), query("member", TEXT, True)
+    capacity = query("capacity", {"type": "integer", "minimum": 0, "maximum": 10_000_000},
+                     description="keep only the best N members (0: unbounded)")
+    number = {"type": "number", "minimum": -(2**53), "maximum": 2**53}
+
+    def write(summary: str, field: str) -> dict:
+        body = {"application/json": {"schema": obj(["member", field], member=TEXT,
+                                                    **{field: number})}}
+        return op(summary, {"200": ok(ref("Written")), **problems(400, 404, 413, 415)},
+                  scope="write", parameters=[board, capacity], body=body)
+
+    k = query("k", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10})
+    radius = query("radius", {"type": "integer", "minimum": 0, "maximum": 1000, "default": 5})
+    removed = obj(["removed", "member"], removed={"const": True}, member={"type": "string"})
+    prefix = "/v1/leaderboards/{board}"
+    return {
+        f"{prefix}/scores": {"put": write("Set a member's score", "score"),
+                             "post": write("Set a member's score", "score")},
+        f"{prefix}/increments": {"post": write("Add to a member's score", "delta")},
+        f"{prefix}/top": {"get": op("The best k members", {"200": ok(ref("Entries")),
+                                    **problems(400, 404)}, scope="read", parameters=[board, k])},
+        f"{prefix}/member": {
+            "get": op("A member's rank and score", {"200": ok(ref("Entry")),
+                      **problems(400, 404)}, scope="read", parameters=[board, member]),
+            "delete": op("Remove a member", {"200": ok(removed), **problems(400, 404)},
+                         scope="write", parameters=[board, member])},
+        f"{prefix}/around": {"get": op(
+            "A member and its neighbours", {"200": ok(ref("Entries")), **problems(400, 404)},
+            scope="read", parameters=[board, member, radius])},
+    }
+
+
+def _others() -> dict:
+    subject = {"application/json": {"schema": obj(["subject"], subject=TEXT)}}
+    limited = ok(ref("Decision"), "over the limit")
+    limited["headers"] = RATE_HEADERS
+    return {
+        "/v1/ratelimit/{limit}": {"post": op(
+            "Count one request of a subject against a configured limit",
+            {"200": ok(ref("Decision")), "429": limited, **problems(400, 404, 413, 415)},
+            scope="write", parameters=[path("limit", NAME)], body=subject)},
+        "/healthz": {"get": op("Liveness", {"200": ok(ref("Status"))})},
+        "/readyz": {"get": op("Readiness: Redis answers PING", {"200": ok(ref("Status")),
+                                                                 **problems()})},
+        "/openapi.json": {"get": op("This document", {"200": ok({"type": "object"})})},
+        "/metrics": {"get": op("Prometheus metrics of this service", {"200": {
+            "description": "text exposition format 0.0.4",
+            "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+    }
+
+
+@cache
+def document() -> dict:
+    """The whole OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tally ingest API", "version": "1",
+                 "description": "Count events, read counts and series, leaderboards, "
+                                "rate limits. Errors are RFC 9457 problem details."},
+        "paths": {**_events(), **_counters(), **_leaderboards(), **_others()},
+        "components": {"schemas": _schemas(), "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "write tokens post events, write leaderboards and "
+                                      "check rate limits; read tokens read"}}},
+    }
+
+
+@cache
+def query_names(rule: str, method: str) -> frozenset[str] | None:
+    """Query parameters the document allows for a Flask rule and method (None: undocumented)."""
+    path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule)
+    operation = document()["paths"].get(path, {}).get(method.lower())
+    if operation is None:
+        return None
+    return frozenset(p["name"] for p in operation["parameters"] if p["in"] == "query")

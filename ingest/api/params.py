@@ -1,0 +1,108 @@
+"""Query-string and path parameters, validated with precise 400s.
+
+Free text (keys, members, subjects) travels in the query string or body,
+never in the path, so slashes, `?` or any UTF-8 in it cannot change a route.
+Its rules are the event schema's own rules for `key` (one owner: events.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+
+from flask import request
+
+from ingest.api.openapi import query_names
+from ingest.api.problems import bad_request
+from ingest.counting.events import validate_event
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def reject_unknown_query() -> None:
+    """400 for query parameters the OpenAPI document does not list (typos fail loudly)."""
+    if request.url_rule is None or not request.args:
+        return
+    allowed = query_names(request.url_rule.rule, request.method)
+    unknown = sorted(set(request.args) - (allowed or frozenset()))
+    if allowed is not None and unknown:
+        raise bad_request(f"unknown query parameter(s): {', '.join(map(repr, unknown))}",
+                          "unknown-parameter")
+
+
+def _invalid(name: str, message: str):
+    return bad_request(f"{name} {message}", "invalid-parameter")
+
+
+def text_value(name: str, value: object) -> str:
+    """Check free text (key, member, subject) by the event schema's rules for `key`."""
+    _, problems = validate_event({"counter": "x", "key": value}, time.time(), 1, 1)
+    for field, message in problems:
+        if field == "key":
+            raise _invalid(name, message)
+    return value
+
+
+def text_arg(name: str) -> str:
+    """A required free-text query parameter."""
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise _invalid(name, "must be given once")
+    return text_value(name, values[0] if values else None)
+
+
+def counter(value: str) -> str:
+    """A counter name from the path, by the event schema's rule."""
+    _, problems = validate_event({"counter": value, "key": "x"}, time.time(), 1, 1)
+    for field, message in problems:
+        if field == "counter":
+            raise _invalid("counter", message)
+    return value
+
+
+def name(kind: str, value: str) -> str:
+    """A leaderboard name: [A-Za-z0-9_.:-]{1,64} (it becomes part of a Redis key tag)."""
+    if not NAME_PATTERN.fullmatch(value):
+        raise _invalid(kind, "must match [A-Za-z0-9_.:-]{1,64}")
+    return value
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """An optional integer query parameter within [low, high]."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"-?\d{1,18}", raw):
+        raise _invalid(name, f"must be an integer between {low} and {high}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise _invalid(name, f"must be between {low} and {high}")
+    return value
+
+
+def choice_arg(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """An optional query parameter from a fixed set."""
+    value = request.args.get(name, default)
+    if value not in choices:
+        raise _invalid(name, f"must be one of {', '.join(choices)}")
+    return value
+
+
+def day_arg(name: str, default: int) -> int:
+    """An optional YYYY-MM-DD query parameter as a UTC day index."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{4}-\d\d-\d\d", raw):
+        raise _invalid(name, "must be a date YYYY-MM-DD")
+    try:
+        moment = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise _invalid(name, "is not a valid date") from None
+    return int(moment.timestamp()) // 86400
+
+
+def rfc3339(epoch: int) -> str:
+    """Epoch seconds as an RFC 3339 UTC string."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

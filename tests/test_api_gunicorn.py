@@ -1,0 +1,70 @@
+"""The API under a real `tally serve` (gunicorn, several workers) on a free port."""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.test_api_support import R, W, gunicorn, gzipped, ndjson
+
+EVENTS = [{"counter": "views", "key": f"k{i % 3}", "id": f"e{i}"} for i in range(30)]
+
+
+@pytest.fixture(scope="module")
+def served(redis_url, tmp_path_factory):
+    """Base URL and log folder of `tally serve --workers 2`."""
+    tmp = tmp_path_factory.mktemp("serve")
+    with gunicorn(redis_url, 2, tmp) as base:
+        yield base, tmp
+
+
+def test_ndjson_gzip_post_and_read_back(served, redis_client):
+    base, _ = served
+    headers = {**W, "Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}
+    response = requests.post(f"{base}/v1/events", data=gzipped(ndjson(EVENTS)), headers=headers,
+                             timeout=10)
+    assert response.json() == {"accepted": 30, "duplicates": 0}
+    read = requests.get(f"{base}/v1/counters/views", params={"key": "k1"}, headers=R, timeout=10)
+    assert read.json()["total"] == 10
+
+
+def test_retried_batch_counts_once(served, redis_client):
+    base, _ = served
+    answers = [requests.post(f"{base}/v1/events", json=EVENTS, headers=W, timeout=10).json()
+               for _ in range(3)]
+    assert answers == [{"accepted": 30, "duplicates": 0}] + [{"accepted": 0, "duplicates": 30}] * 2
+    totals = [requests.get(f"{base}/v1/counters/views", params={"key": f"k{i}"}, headers=R,
+                           timeout=10).json()["total"] for i in range(3)]
+    assert totals == [10, 10, 10]
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    match = re.search(rf"^{re.escape(name + '{' + labels + '}')} (\S+)$", text, re.M)
+    return float(match[1]) if match else 0.0
+
+
+def test_metrics_sum_over_workers(served, redis_client):
+    base, tmp = served
+    route = 'method="POST",route="/v1/events",status="200"'
+    before = requests.get(f"{base}/metrics", timeout=10).text
+
+    def one(i: int) -> int:
+        event = {"counter": "clicks", "key": "k", "id": f"m{i}"}
+        return requests.post(f"{base}/v1/events", json=event, headers=W, timeout=10).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(one, range(60))) == {200}
+    scrapes = [requests.get(f"{base}/metrics", timeout=10).text for _ in range(6)]
+    for text in scrapes:
+        name = "tally_ingest_http_requests_total"
+        assert _metric(text, name, route) - _metric(before, name, route) == 60
+    accepted = 'outcome="accepted"'
+    assert (_metric(scrapes[-1], "tally_ingest_events_total", accepted)
+            - _metric(before, "tally_ingest_events_total", accepted)) == 60
+    lines = [json.loads(line) for log in tmp.glob("serve-*.log")
+             for line in log.read_text().splitlines() if line.startswith('{"ts"')]
+    assert len({line["pid"] for line in lines if line.get("route") == "/v1/events"}) == 2
