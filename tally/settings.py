@@ -60,15 +60,23 @@ class Settings:
     max_batch_events: int = 10_000
     max_body_bytes: int = 5 * 1024 * 1024
     rate_limits: str = "api=100/60"  # "name=max/window_seconds" separated by commas
+    ingest_host: str = "127.0.0.1"
+    ingest_workers: int = 0  # 0: 2 * cores + 1, capped at 8
+    insecure_no_auth: bool = False  # serve without bearer tokens (logs a warning)
+    series_history: bool = True  # merge TimescaleDB rows into /series (else Redis alone)
+    leaderboard_capacity: int = 0  # default bound on leaderboard size (0: unbounded)
 
     # Flusher.
     flush_interval: float = 10.0
     flush_batch_size: int = 5_000
+    flush_lease_seconds: float = 120.0  # a killed flusher's marks return after this
+    flush_maintenance_interval: float = 600.0  # seconds between retention runs
     influx_top_n: int = 100
     influx_keys: tuple[str, ...] = ()
 
     # Exporter.
     exporter_top_n: int = 10
+    exporter_host: str = "127.0.0.1"  # 0.0.0.0 in containers
 
     def __post_init__(self) -> None:
         derived = {
