@@ -20,6 +20,7 @@ MAX_ID_BYTES = 128
 MAX_USER_BYTES = 128
 # Lua (the batch step) sums in doubles: stay where every integer is exact.
 MAX_VALUE = 2**53 - 1
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 FIELDS = frozenset({"counter", "key", "id", "user", "value", "ts"})
 
 
@@ -84,7 +85,7 @@ def parse_timestamp(value: object) -> float:
         return float(value)
     if isinstance(value, str):
         text = value.strip()
-        if not re.fullmatch(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", text):
+        if not RFC3339.fullmatch(text):
             raise ValueError("must be RFC 3339 with a time zone, e.g. 2026-11-28T10:15:03Z")
         try:
             return datetime.fromisoformat(text.replace("z", "Z")).timestamp()

@@ -66,6 +66,10 @@ class ShardKeys:
         """HyperLogLog of users of one key in one minute/hour/day."""
         return f"{self.tag}u:{resolution}:{index}:{key}"
 
+    def counter_hll(self, resolution: str, index: int) -> str:
+        """HyperLogLog of users of the whole counter shard in one hour/day (for the exporter)."""
+        return f"{self.tag}cu:{resolution}:{index}"
+
     def viewers(self, day: int, key: str) -> str:
         """Exact set of users who touched a key on a UTC day (unique views)."""
         return f"{self.tag}uv:{day}:{key}"
@@ -78,13 +82,21 @@ class ShardKeys:
         """Sorted set of keys by count for a day (or all time when day is None)."""
         return f"{self.tag}top:{'all' if day is None else day}"
 
+    def dedup_ids(self, generation: int) -> str:
+        """Set of event ids seen in one dedup generation (window / 2 seconds), exact mode."""
+        return f"{self.tag}ids:{generation}"
+
+    def bloom(self, generation: int) -> str:
+        """Bloom filter bitmap of one dedup generation, bloom mode."""
+        return f"{self.tag}bloom:{generation}"
+
     @property
     def stats(self) -> str:
         """Hash of events/duplicates/value counted in this shard (for the exporter)."""
         return f"{self.tag}stats"
 
     def dirty(self, sink: str) -> str:
-        """Sorted set of "<minute>:<key>" marks not yet stored in one sink, scored by first-dirty time."""
+        """Sorted set of "<minute>:<key>" marks not yet in one sink, scored by first-dirty time."""
         return f"{self.tag}dirty:{sink}"
 
     def inflight(self, sink: str, token: str) -> str:

@@ -49,10 +49,14 @@ def unique_views(client, config: CountingConfig, counter: str, key: str,
 def _pfcount_across_slots(client, names: list[str]) -> int:
     # PFCOUNT over several keys needs one slot on a cluster: copy the raw
     # HyperLogLogs under one temporary tag, count, and drop the copies.
-    raw = [blob for blob in client.mget(names) if blob] if len(names) else []
+    pipe = client.pipeline(transaction=False)
+    for name in names:  # MGET cannot span slots
+        pipe.get(name)
+    raw = [blob for blob in pipe.execute() if blob]
     if not raw:
         return 0
-    temp = [f"{{tmp:{uuid.uuid4().hex}}}:{i}" for i in range(len(raw))]
+    temp_tag = f"{{tmp:{uuid.uuid4().hex}}}"
+    temp = [f"{temp_tag}:{i}" for i in range(len(raw))]
     pipe = client.pipeline(transaction=False)
     for name, blob in zip(temp, raw, strict=True):
         pipe.set(name, blob, px=10_000)
@@ -73,14 +77,30 @@ def uniques(client, config: CountingConfig, counter: str, key: str, resolution: 
     return client.pfcount(*names)
 
 
+def _shard_tops(client, names: list[str], k: int) -> list[list[tuple[bytes, float]]]:
+    # ZREVRANGE orders ties by member descending, but top() wants key
+    # ascending: where a shard's k-th score is tied, fetch the members at
+    # exactly that score in ascending order instead.
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.zrevrange(name, 0, k - 1, withscores=True)
+    rows = pipe.execute()
+    full = [i for i, r in enumerate(rows) if len(r) == k]
+    for i in full:
+        pipe.zrangebyscore(names[i], rows[i][-1][1], rows[i][-1][1], 0, k, withscores=True)
+    for i, tied in zip(full, pipe.execute() if full else [], strict=True):
+        rows[i] = [row for row in rows[i] if row[1] > rows[i][-1][1]] + tied
+    return rows
+
+
 def top(client, config: CountingConfig, counter: str, k: int,
         day: int | None = None) -> list[tuple[str, int]]:
     """Top k keys by count for a day index or all time: score descending, then key ascending."""
-    pipe = client.pipeline(transaction=False)
-    for shard in range(config.shards):
-        pipe.zrevrange(keys.shard_keys(counter, shard).top(day), 0, k - 1, withscores=True)
+    if k < 1:
+        return []
+    names = [keys.shard_keys(counter, shard).top(day) for shard in range(config.shards)]
     scores: dict[str, int] = defaultdict(int)
-    for rows in pipe.execute():
+    for rows in _shard_tops(client, names, k):
         for member, score in rows:
             scores[member.decode()] += int(score)
     # A hot key's partial scores may be missing from some shard's top k: read them all.
