@@ -1,0 +1,1 @@
+"""The flusher: moves dirty buckets from Redis to the time-series sinks as absolute values."""

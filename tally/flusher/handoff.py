@@ -1,0 +1,120 @@
+"""Atomic handoff of dirty marks: take into a leased in-flight set, then release or restore.
+
+Each call is one Lua script inside one counter shard's hash tag, so it is
+atomic on a single Redis and on a Cluster alike. See docs/flusher.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import NamedTuple
+
+from ingest.counting import keys
+
+LUA_DIR = Path(__file__).with_name("lua")
+
+
+@cache
+def _source(name: str) -> str:
+    return (LUA_DIR / f"{name}.lua").read_text()
+
+
+def queue_eval(pipe, name: str, keys_: Sequence[str], args: Sequence) -> None:
+    """Queue lua/<name>.lua on a pipeline as EVAL.
+
+    EVAL rather than EVALSHA: redis-py refuses EVALSHA in cluster pipelines, and
+    a NOSCRIPT reply halfway through a pipeline of handoffs could not be retried
+    safely. Redis caches the compiled script, so only the text is resent.
+    """
+    pipe.execute_command("EVAL", _source(name), len(keys_), *keys_, *args)
+
+
+class Shard(NamedTuple):
+    """One counter shard: the unit of atomic handoff."""
+
+    counter: str
+    index: int
+
+    @property
+    def keys(self) -> keys.ShardKeys:
+        """Key names of this shard."""
+        return keys.shard_keys(self.counter, self.index)
+
+
+class Mark(NamedTuple):
+    """A dirty (minute, key) of one shard with its first-dirty time."""
+
+    shard: Shard
+    minute: int
+    key: str
+    score: float
+
+
+def new_token() -> str:
+    """A unique in-flight token for one flusher run."""
+    return uuid.uuid4().hex
+
+
+def discover(client, shards: int) -> list[Shard]:
+    """Every counter shard, counters taken from the tally:counters set."""
+    counters = sorted(c.decode() for c in client.smembers(keys.COUNTERS))
+    return [Shard(counter, i) for counter in counters for i in range(shards)]
+
+
+def _inflight_prefix(shard: Shard, sink: str) -> str:
+    return shard.keys.inflight(sink, "")
+
+
+def take(client, shards: Sequence[Shard], sink: str, token: str, limit: int,
+         deadline: float) -> list[Mark]:
+    """Move up to `limit` oldest marks per shard into this run's leased in-flight sets."""
+    replies = _per_shard(client, "take", shards,
+                         lambda s: [s.keys.dirty(sink), s.keys.inflight(sink, token),
+                                    s.keys.leases(sink)], lambda s: [limit, deadline, token])
+    marks = []
+    for shard, flat in zip(shards, replies, strict=True):
+        for member, score in zip(flat[::2], flat[1::2], strict=True):
+            minute, key = keys.parse_dirty_member(member)
+            marks.append(Mark(shard, minute, key, float(score)))
+    return marks
+
+
+def _per_shard(client, name: str, shards, keys_of, args_of) -> list:
+    pipe = client.pipeline(transaction=False)
+    for shard in shards:
+        queue_eval(pipe, name, keys_of(shard), args_of(shard))
+    return pipe.execute() if shards else []
+
+
+def release(client, shards: Sequence[Shard], sink: str, token: str) -> None:
+    """Drop the in-flight marks and lease of a run whose writes all succeeded."""
+    _per_shard(client, "release", shards,
+               lambda s: [s.keys.inflight(sink, token), s.keys.leases(sink)], lambda s: [token])
+
+
+def restore(client, shards: Sequence[Shard], sink: str, token: str) -> int:
+    """Put a failed run's marks back into dirty (earliest score kept); return how many."""
+    moved = _per_shard(client, "restore", shards,
+                       lambda s: [s.keys.dirty(sink), s.keys.inflight(sink, token),
+                                  s.keys.leases(sink)], lambda s: [token])
+    return int(sum(moved))
+
+
+def recover(client, shards: Sequence[Shard], sink: str, now: float) -> int:
+    """Return marks of every expired lease (killed flushers) to dirty; return how many."""
+    moved = _per_shard(client, "recover", shards,
+                       lambda s: [s.keys.dirty(sink), s.keys.leases(sink)],
+                       lambda s: [now, _inflight_prefix(s, sink)])
+    return int(sum(moved))
+
+
+def oldest(client, shards: Sequence[Shard], sink: str) -> float | None:
+    """First-dirty time of the oldest mark of a sink, dirty or in flight; None when drained."""
+    scores = _per_shard(client, "oldest", shards,
+                        lambda s: [s.keys.dirty(sink), s.keys.leases(sink)],
+                        lambda s: [_inflight_prefix(s, sink)])
+    found = [float(s) for s in scores if s]
+    return min(found) if found else None

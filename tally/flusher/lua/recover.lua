@@ -1,0 +1,23 @@
+-- Return the marks of expired leases (a killed or stuck flusher) to dirty.
+--
+-- In-flight set names are built here from the prefix, inside the same hash
+-- tag as KEYS, so this stays a single-slot call on a Redis Cluster.
+-- KEYS: dirty, leases    ARGV: now, inflight prefix ("<tag>inflight:<sink>:")
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+local moved = 0
+for _, token in ipairs(expired) do
+  local inflight = ARGV[2] .. token
+  local marks = redis.call('ZRANGE', inflight, 0, -1, 'WITHSCORES')
+  for i = 1, #marks, 2000 do
+    local args = {}
+    for j = i, math.min(i + 1999, #marks), 2 do
+      args[#args + 1] = marks[j + 1]
+      args[#args + 1] = marks[j]
+    end
+    redis.call('ZADD', KEYS[1], 'LT', unpack(args))
+  end
+  moved = moved + #marks / 2
+  redis.call('DEL', inflight)
+  redis.call('ZREM', KEYS[2], token)
+end
+return moved

@@ -1,0 +1,40 @@
+"""Retention for TimescaleDB: counts_1m 7 days, counts_1h 1 year, counts_1d forever.
+
+Where the server's TimescaleDB license offers background jobs, the migration
+registered add_retention_policy and the server expires chunks itself. On the
+Apache build (no job scheduler) the flusher calls tally_drop_expired_chunks()
+(timescale/0003_retention.sql) every TALLY_FLUSH_MAINTENANCE_INTERVAL seconds;
+it drops whole chunks, never deletes rows.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from tally.errors import SinkError
+
+TABLES = ("counts_1m", "counts_1h", "counts_1d")
+
+
+def license_name(conn: psycopg.Connection) -> str:
+    """The server's timescaledb.license setting ("apache" or "timescale")."""
+    return conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()[0] or ""
+
+
+def chunks(conn: psycopg.Connection) -> set[str]:
+    """Names of every chunk of the counts hypertables."""
+    return {str(row[0]) for table in TABLES
+            for row in conn.execute("SELECT show_chunks(%s::regclass)", [table])}
+
+
+def run_retention(dsn: str) -> list[str]:
+    """Drop expired chunks unless the server schedules it; return the chunks dropped."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            if license_name(conn) == "timescale":
+                return []  # add_retention_policy jobs (0003) do it inside the server
+            before = chunks(conn)
+            conn.execute("CALL tally_drop_expired_chunks()")
+            return sorted(before - chunks(conn))
+    except psycopg.Error as exc:
+        raise SinkError(f"TimescaleDB retention run failed: {exc}") from exc

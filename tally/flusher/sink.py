@@ -1,0 +1,53 @@
+"""The Sink protocol and the bucket values every sink receives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from ingest.counting.keys import RESOLUTIONS
+
+
+class BucketRow(NamedTuple):
+    """Absolute count of one (counter, key) in one minute/hour/day; key None = counter total."""
+
+    resolution: str  # "m", "h" or "d"
+    counter: str
+    key: str | None
+    index: int  # minute/hour/day index: bucket start = index * seconds
+    value: int
+    uniques: int | None
+
+    @property
+    def start(self) -> int:
+        """Bucket start in epoch seconds."""
+        return self.index * RESOLUTIONS[self.resolution]
+
+
+class Sink(Protocol):
+    """A time-series store that accepts absolute bucket values; writes must be idempotent."""
+
+    name: str
+    #: "all" = every per-key row; "featured" = allowlisted/top-N keys plus counter totals.
+    per_key: str
+
+    def write(self, rows: Sequence[BucketRow]) -> int:
+        """Store rows (absolute values, never lowering a stored one); raise SinkError on failure."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def build_sink(name: str, settings) -> Sink:
+    """The sink called `name`, configured from Settings."""
+    if name == "timescale":
+        from tally.flusher.timescale import TimescaleSink
+
+        return TimescaleSink(settings.postgres_dsn)
+    if name == "influx":
+        from tally.flusher.influx import InfluxSink
+
+        return InfluxSink.from_settings(settings)
+    from tally.errors import ConfigError
+
+    raise ConfigError(f"unknown sink {name!r} in TALLY_SINKS (known: timescale, influx)")

@@ -1,0 +1,120 @@
+"""Helpers shared by the flusher and sink tests: settings, flushing, and reading both sinks back."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import psycopg
+import requests
+
+from ingest.counting.batch import apply_batch
+from ingest.counting.config import CountingConfig
+from ingest.counting.events import validate_batch
+from tally.flusher import flush
+from tally.flusher.influx import RETENTION
+from tally.flusher.sink import build_sink
+from tally.settings import load_settings
+from tests.reference_model import ReferenceModel
+
+RES_OF_RP = {rp: res for res, rp in RETENTION.items()}
+
+
+def make_settings(redis_url: str, postgres_dsn: str, influx_url: str, **overrides):
+    """Settings pointing at the given servers (no environment involved)."""
+    base = {"influx_top_n": 0, "shards": 4}
+    return load_settings({}, redis_url=redis_url, postgres_dsn=postgres_dsn,
+                         influx_url=influx_url, **(base | overrides))
+
+
+def flush_all(client, settings) -> None:
+    """Flush every configured sink until drained, in this process."""
+    config = CountingConfig.from_settings(settings)
+    for name in settings.sinks:
+        sink = build_sink(name, settings)
+        try:
+            flush.flush_sink(client, config, sink, settings)
+        finally:
+            sink.close()
+
+
+def stream(rng: random.Random, now: float, n: int, keys: list[str], counters=("views", "plays")):
+    """Raw events with users, late and out-of-order timestamps; ~30% sent twice (retries)."""
+    raws = []
+    for _ in range(n):
+        late = rng.choice([0, 0, 0, 30, 300, 4000, 20 * 3600])
+        raw = {"counter": rng.choice(counters), "key": rng.choice(keys),
+               "ts": now - late - rng.randrange(60), "value": rng.choice([1, 1, 2, 5]),
+               "id": f"ev-{rng.getrandbits(64):x}"}
+        if rng.random() < 0.7:
+            raw["user"] = f"user-{rng.randrange(12)}"
+        raws.append(raw)
+        if rng.random() < 0.3:
+            raws.append(dict(raw))
+    rng.shuffle(raws)
+    return raws
+
+
+def ingest(client, settings, model: ReferenceModel, raws: list, now: float) -> None:
+    """Validate and apply raw events to Redis and to the model at an explicit `now`."""
+    events = validate_batch(raws, now, settings.accepted_lateness, settings.clock_skew)
+    apply_batch(client, CountingConfig.from_settings(settings), events, now=now)
+    model.apply(events, int(now))
+
+
+def expected(model: ReferenceModel) -> dict:
+    """(resolution, counter, key, index) -> (value, uniques) the sinks must hold."""
+    return {(res, c, k, i): (v, len(model.users.get((c, k, res, i), ())))
+            for (c, k, res, i), v in model.buckets.items()}
+
+
+def expected_totals(model: ReferenceModel) -> dict:
+    """(resolution, counter, index) -> total value of the counter in that bucket."""
+    totals: dict = {}
+    for (c, _k, res, i), v in model.buckets.items():
+        totals[(res, c, i)] = totals.get((res, c, i), 0) + v
+    return totals
+
+
+def stored_pg(dsn: str) -> dict:
+    """Every row of counts_1m/1h/1d as (resolution, counter, key, index) -> (value, uniques)."""
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        for res, table, seconds in (("m", "counts_1m", 60), ("h", "counts_1h", 3600),
+                                    ("d", "counts_1d", 86400)):
+            for c, k, start, v, u in conn.execute(
+                    f"SELECT counter, key, extract(epoch FROM bucket)::bigint, value, uniques "
+                    f"FROM {table}"):
+                out[(res, c, k, start // seconds)] = (v, u)
+    return out
+
+
+def influx_q(url: str, q: str) -> list:
+    """Run an InfluxQL query on db tally; return its series."""
+    body = requests.post(f"{url}/query", data={"db": "tally", "q": q, "epoch": "s"},
+                         timeout=10).json()
+    result = body["results"][0]
+    assert "error" not in result, result
+    return result.get("series", [])
+
+
+def stored_influx(url: str) -> tuple[dict, dict]:
+    """Per-key points and counter totals of the three retention policies."""
+    per_key, totals = {}, {}
+    for rp, res in RES_OF_RP.items():
+        seconds = {"m": 60, "h": 3600, "d": 86400}[res]
+        for s in influx_q(url, f'SELECT value, uniques FROM "{rp}".counts GROUP BY *'):
+            for ts, v, u in s["values"]:
+                per_key[(res, s["tags"]["counter"], s["tags"]["key"], ts // seconds)] = (v, u)
+        for s in influx_q(url, f'SELECT value FROM "{rp}".counts_total GROUP BY *'):
+            for ts, v in s["values"]:
+                totals[(res, s["tags"]["counter"], ts // seconds)] = v
+    return per_key, totals
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    """Poll predicate until true or fail."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)

@@ -1,0 +1,77 @@
+"""SIGKILLed flushers (at named points of the cycle, between the two sinks too) lose nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from tests.flusher_support import (
+    expected,
+    expected_totals,
+    flush_all,
+    ingest,
+    make_settings,
+    stored_influx,
+    stored_pg,
+    stream,
+)
+from tests.reference_model import ReferenceModel
+
+POINTS = ["taken:timescale", "read:timescale", "written:timescale", "released:timescale",
+          "taken:influx", "read:influx", "written:influx", "released:influx"]
+KEYS = ["video:1", "video:2", "a b", *[f"k{i}" for i in range(20)]]
+FEATURED = ("video:1", "a b", "k3")
+
+
+def _start_flusher(settings, point: str) -> subprocess.Popen:
+    env = os.environ | {
+        "TALLY_REDIS_URL": settings.redis_url, "TALLY_POSTGRES_DSN": settings.postgres_dsn,
+        "TALLY_INFLUX_URL": settings.influx_url, "TALLY_SHARDS": str(settings.shards),
+        "TALLY_INFLUX_TOP_N": "0", "TALLY_INFLUX_KEYS": ",".join(FEATURED),
+        "TALLY_FLUSH_INTERVAL": "0.1", "TALLY_FLUSH_BATCH_SIZE": "8",
+        "TALLY_FLUSH_LEASE_SECONDS": "1", "TALLY_FLUSH_PAUSE_AT": point,
+        "TALLY_FLUSH_PAUSE_SECONDS": "0.3"}
+    return subprocess.Popen([sys.executable, "-m", "tally.cli", "flush"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill_when_paused(proc: subprocess.Popen, point: str, timeout: float = 20.0) -> bool:
+    """SIGKILL the flusher once it logs a pause at point; False if it never got there."""
+    deadline, seen = time.monotonic() + timeout, b""
+    while time.monotonic() < deadline and proc.poll() is None:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.1)
+        if ready:
+            seen += os.read(proc.stderr.fileno(), 65536)
+            if f'"point": "{point}"'.encode() in seen:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    return f'"point": "{point}"'.encode() in seen
+
+
+def test_killed_flushers_never_lose_or_double_count(redis_client, redis_url, pg_conn,
+                                                    postgres_dsn, influx):
+    """>= 20 kills at every point while events arrive; after recovery both sinks are exact."""
+    settings = make_settings(redis_url, postgres_dsn, influx, influx_keys=FEATURED)
+    rng, model, now = random.Random(3), ReferenceModel(), time.time() - 300
+    kills = 0
+    for i in range(24):
+        point = POINTS[i % len(POINTS)]
+        proc = _start_flusher(settings, point)
+        ingest(redis_client, settings, model, stream(rng, now, 40, KEYS), now)  # while it runs
+        now += 10
+        kills += _kill_when_paused(proc, point)
+    assert kills >= 20
+    time.sleep(1.1)  # every lease expires; the clean flush recovers the marks
+    flush_all(redis_client, settings)
+    assert stored_pg(postgres_dsn) == expected(model)
+    per_key, totals = stored_influx(influx)
+    assert per_key == {c: v for c, v in expected(model).items() if c[2] in FEATURED}
+    assert totals == expected_totals(model)
+    assert not redis_client.keys("*inflight*") and not redis_client.keys("*leases*")

@@ -1,0 +1,30 @@
+"""Retention drops exactly the expired chunks: minutes after 7 d, hours after 1 y, days never."""
+
+from __future__ import annotations
+
+from tally.flusher.maintenance import run_retention
+
+AGES = {  # table -> (ages in days that must go, ages that must stay)
+    "counts_1m": ((8.5, 10, 30), (0.01, 1, 6.5)),
+    "counts_1h": ((400, 500), (1, 300)),
+    "counts_1d": ((), (1, 400, 3000)),
+}
+
+
+def _insert(conn, table: str, days: float) -> None:
+    conn.execute(f"INSERT INTO {table} (bucket, counter, key, value, uniques) "
+                 "VALUES (date_trunc('minute', now() - %s * interval '1 day'), 'c', %s, 1, 0)",
+                 [days, str(days)])
+
+
+def test_retention_drops_expired_chunks_only(pg_conn, postgres_dsn):
+    """Rows past retention are gone, every recent row and every day row stays."""
+    for table, (old, recent) in AGES.items():
+        for days in (*old, *recent):
+            _insert(pg_conn, table, days)
+    dropped = run_retention(postgres_dsn)
+    assert len(dropped) == 5
+    for table, (_old, recent) in AGES.items():
+        kept = {r[0] for r in pg_conn.execute(f"SELECT key FROM {table}")}
+        assert kept == {str(d) for d in recent}
+    assert run_retention(postgres_dsn) == []
