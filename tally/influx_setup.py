@@ -1,0 +1,65 @@
+"""Create InfluxDB's `tally` database and its retention policies, idempotently.
+
+Uses the v1 HTTP /query API, which InfluxDB 1.x serves and 2.x/3.x keep as
+their compatibility API, with a token or user/password from Settings.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from tally.errors import ServiceError
+from tally.settings import Settings
+
+# name -> (InfluxQL duration, the same as SHOW RETENTION POLICIES prints it, default?)
+RETENTION_POLICIES = {
+    "minute_7d": ("7d", "168h0m0s", True),
+    "hour_1y": ("52w", "8736h0m0s", False),
+    "day_inf": ("INF", "0s", False),
+}
+
+
+def auth_options(settings: Settings) -> dict:
+    """Return requests keyword arguments carrying the configured InfluxDB credentials."""
+    if settings.influx_token:
+        return {"headers": {"Authorization": f"Token {settings.influx_token}"}}
+    if settings.influx_username:
+        return {"auth": (settings.influx_username, settings.influx_password)}
+    return {}
+
+
+def influx_query(settings: Settings, q: str, *, db: str = "") -> list[dict]:
+    """Run InfluxQL through POST /query and return its results; raise ServiceError on errors."""
+    params = {"q": q, "db": db} if db else {"q": q}
+    try:
+        response = requests.post(f"{settings.influx_url}/query", data=params, timeout=10,
+                                 **auth_options(settings))
+        body = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise ServiceError(f"InfluxDB at {settings.influx_url} did not answer: {exc}") from None
+    errors = [r["error"] for r in body.get("results", []) if "error" in r]
+    if "error" in body or errors or response.status_code >= 400:
+        raise ServiceError(f"InfluxDB refused {q!r}: {body.get('error') or errors}")
+    return body["results"]
+
+
+def _existing(settings: Settings, db: str) -> dict[str, tuple[str, bool]]:
+    results = influx_query(settings, f'SHOW RETENTION POLICIES ON "{db}"')
+    series = results[0].get("series", [{}])[0]
+    columns = series.get("columns", [])
+    rows = [dict(zip(columns, row, strict=True)) for row in series.get("values", [])]
+    return {r["name"]: (r["duration"], r["default"]) for r in rows}
+
+
+def ensure_influx(settings: Settings) -> None:
+    """Ensure the database and retention policies minute_7d (default), hour_1y, day_inf exist."""
+    db = settings.influx_db
+    influx_query(settings, f'CREATE DATABASE "{db}"')
+    existing = _existing(settings, db)
+    for name, (duration, shown, default) in RETENTION_POLICIES.items():
+        if existing.get(name) == (shown, default):
+            continue
+        verb = "ALTER" if name in existing else "CREATE"
+        spec = f"DURATION {duration} REPLICATION 1" + (" DEFAULT" if default else "")
+        influx_query(settings, f'{verb} RETENTION POLICY "{name}" ON "{db}" {spec}')
+

@@ -1,0 +1,80 @@
+"""Apply the numbered SQL files in timescale/ that a database has not seen yet.
+
+Each file runs in its own transaction together with its row in
+tally_migrations, so a failed migration leaves nothing behind and a second
+run applies nothing. An advisory lock lets several processes migrate at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tally.errors import ServiceError
+from tally.settings import PROJECT_ROOT, Settings
+
+MIGRATIONS_DIR = PROJECT_ROOT / "timescale"
+LOCK_ID = 0x7A11  # any constant shared by every migrating process
+
+
+def migrations(folder: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
+    """Return (version, path) of every NNNN_name.sql file, in order."""
+    found = [(int(m.group(1)), p) for p in folder.glob("*.sql")
+             if (m := re.match(r"(\d+)_", p.name))]
+    return sorted(found)
+
+
+def ensure_database(dsn: str) -> None:
+    """Create the DSN's database when missing, connecting to `postgres` first."""
+    name = conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return
+        with contextlib.suppress(errors.DuplicateDatabase):  # created meanwhile by another process
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def applied(conn: psycopg.Connection) -> set[int]:
+    """Return the versions already recorded in tally_migrations."""
+    if conn.execute("SELECT to_regclass('tally_migrations')").fetchone()[0] is None:
+        return set()
+    return {row[0] for row in conn.execute("SELECT version FROM tally_migrations")}
+
+
+def apply_migrations(dsn: str, reader_password: str = "") -> list[str]:
+    """Create the database if needed, apply missing migrations, return the names applied."""
+    ensure_database(dsn)
+    names = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_ID])
+        done = applied(conn)
+        for version, path in migrations():
+            if version in done:
+                continue
+            with conn.transaction():
+                conn.execute(path.read_text())
+                conn.execute("INSERT INTO tally_migrations (version, name) VALUES (%s, %s)",
+                             [version, path.name])
+            names.append(path.name)
+        if reader_password:
+            conn.execute(sql.SQL("ALTER ROLE tally_reader LOGIN PASSWORD {}").format(
+                sql.Literal(reader_password)))
+        conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_ID])
+    return names
+
+
+def main(args, settings: Settings) -> int:
+    """`tally migrate`: apply missing migrations and say which."""
+    try:
+        names = apply_migrations(settings.postgres_dsn,
+                                 os.environ.get("TALLY_READER_PASSWORD", ""))
+    except psycopg.Error as exc:
+        raise ServiceError(f"cannot migrate {settings.postgres_dsn}: {exc}") from None
+    print("applied " + ", ".join(names) if names else "database is up to date")
+    return 0

@@ -1,0 +1,1 @@
+"""The local stack: Redis, PostgreSQL+TimescaleDB, InfluxDB, Prometheus, Tally's processes."""

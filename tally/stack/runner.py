@@ -1,0 +1,174 @@
+"""`tally up`, `tally down` and `tally status`: the local stack as child processes.
+
+The stack is the declarative STACK list below. Each entry builds a Service
+from Settings; the runner starts entries in order, awaits each one, runs its
+after_start hook (migrations, InfluxDB setup), and records a pid file under
+<data_dir>/run so that `tally down`, `tally status` and a second `tally up`
+find the same processes. Adding a process is one more entry.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tally.errors import ServiceError
+from tally.influx_setup import ensure_influx
+from tally.migrate import apply_migrations
+from tally.settings import Settings
+from tally.stack import process, services
+from tally.stack.prometheus_yml import write_config
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stack process: how to build it from Settings, what to do before and once it answers."""
+
+    name: str
+    build: Callable[[Settings], services.Service]
+    after_start: Callable[[Settings, services.Service], object] | None = None
+    before_start: Callable[[Settings], object] | None = None
+
+
+def _prometheus(s: Settings) -> services.Service:
+    return services.prometheus(s.prometheus_port, s.data_dir / "prometheus",
+                               s.data_dir / "prometheus.yml")
+
+
+STACK: tuple[Entry, ...] = (
+    Entry("redis", lambda s: services.redis(s.redis_port, s.data_dir / "redis")),
+    Entry("postgres", lambda s: services.postgres(s.postgres_port, s.data_dir / "postgres"),
+          after_start=lambda s, svc: apply_migrations(svc.url)),
+    Entry("influxdb", lambda s: services.influx(s.influx_port, s.data_dir / "influxdb"),
+          after_start=lambda s, svc: ensure_influx(s.with_(influx_url=svc.url))),
+    Entry("prometheus", _prometheus, before_start=write_config),
+    # Tally's own processes: one entry each, started after the servers they use, e.g.
+    # Entry("ingest", lambda s: services.tally(
+    #     "ingest", ["serve"], f"http://127.0.0.1:{s.ingest_port}",
+    #     services.http_ok(f"http://127.0.0.1:{s.ingest_port}/healthz"))),
+    # Entry("flusher", ...), Entry("exporter", ...)
+)
+
+
+def pid_file(settings: Settings, name: str) -> Path:
+    """Where the pid (and start time) of a stack process is recorded."""
+    return settings.data_dir / "run" / f"{name}.pid"
+
+
+def log_file(settings: Settings, name: str) -> Path:
+    """Where a stack process writes its output."""
+    return settings.data_dir / "log" / f"{name}.log"
+
+
+def running_pid(settings: Settings, name: str) -> tuple[int, int] | None:
+    """Return (pid, start time) of a live recorded process; forget stale pid files."""
+    path = pid_file(settings, name)
+    try:
+        pid, started = (int(part) for part in path.read_text().split())
+    except (OSError, ValueError):
+        return None
+    if process.alive(pid, started):
+        return pid, started
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _record(settings: Settings, name: str, pid: int) -> None:
+    path = pid_file(settings, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid} {process.start_time(pid)}\n")
+
+
+def _start(settings: Settings, entry: Entry, service: services.Service):
+    port = urlsplit(service.url).port
+    if port and process.port_in_use(port):
+        raise ServiceError(f"port {port} for {entry.name} is taken by another program; "
+                           f"choose another with TALLY_{entry.name.upper()}_PORT")
+    if entry.before_start:
+        entry.before_start(settings)
+    proc = services.start(service, log_file(settings, entry.name))
+    _record(settings, entry.name, proc.pid)
+    return proc
+
+
+def _stop_started(started: list) -> None:
+    for _entry, service, proc, path in reversed(started):
+        process.stop(proc, service.stop_signal)
+        path.unlink(missing_ok=True)
+
+
+def up(args, settings: Settings) -> int:
+    """Start every stack process not yet running, print endpoints, then wait or return."""
+    if getattr(args, "demo", False):  # the demo entry point is not part of the stack yet
+        print("--demo is not wired into `tally up` yet; run `tally demo` once the stack is up",
+              file=sys.stderr)
+    started = []
+    try:
+        for entry in STACK:
+            service = entry.build(settings)
+            known = running_pid(settings, entry.name)
+            if known:
+                print(f"{entry.name:<11} already running (pid {known[0]})  {service.url}")
+            else:
+                proc = _start(settings, entry, service)
+                started.append((entry, service, proc, pid_file(settings, entry.name)))
+                print(f"{entry.name:<11} started (pid {proc.pid})  {service.url}", flush=True)
+            if entry.after_start:
+                entry.after_start(settings, service)
+    except BaseException:
+        _stop_started(started)
+        raise
+    print(f"data in {settings.data_dir}, logs in {settings.data_dir / 'log'}")
+    if args.detach or not started:
+        print("stop with `tally down`" if started else "the stack was already running")
+        return 0
+    return _supervise(started)
+
+
+def _supervise(started: list) -> int:
+    """Wait for Ctrl-C or SIGTERM (or a process dying), then stop what this run started."""
+    print("press Ctrl-C to stop", flush=True)
+    # Both end the stack, even when a shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    code = 0
+    try:
+        while not (dead := [e.name for e, _s, p, _f in started if p.poll() is not None]):
+            time.sleep(0.5)
+        print(f"{', '.join(dead)} exited; stopping the stack")
+        code = 1
+    except KeyboardInterrupt:
+        print("stopping")
+    _stop_started(started)
+    return code
+
+
+def down(args, settings: Settings) -> int:
+    """Stop every recorded stack process, newest first."""
+    stopped = 0
+    for entry in reversed(STACK):
+        known = running_pid(settings, entry.name)
+        if known:
+            process.stop_pid(*known, sig=entry.build(settings).stop_signal)
+            pid_file(settings, entry.name).unlink(missing_ok=True)
+            print(f"{entry.name:<11} stopped (pid {known[0]})")
+            stopped += 1
+    if not stopped:
+        print("nothing was running")
+    return 0
+
+
+def status(args, settings: Settings) -> int:
+    """Print each stack process with its pid and endpoint; exit 3 unless all run."""
+    missing = 0
+    for entry in STACK:
+        known = running_pid(settings, entry.name)
+        missing += not known
+        state = f"running (pid {known[0]})" if known else "stopped"
+        print(f"{entry.name:<11} {state:<22} {entry.build(settings).url}")
+    return 3 if missing else 0

@@ -1,0 +1,204 @@
+"""How to run each backing server on a loopback port with its data in one folder.
+
+`tally up`, the test fixtures and bench/run all build their servers here, so a
+flag or config change lands in every place at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import requests
+
+from tally.errors import ServiceError
+from tally.stack import process
+
+PG_ROOT = Path("/usr/lib/postgresql")
+
+
+def _nothing() -> None:
+    """Prepare nothing."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One server: its argv, what to do before the first start, and how to tell it is ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    url: str
+    ready: Callable[[], bool]
+    prepare: Callable[[], None] = field(default=_nothing)
+    user: str | None = None
+    stop_signal: int = signal.SIGTERM
+
+
+def start(service: Service, log_path: Path, timeout: float = 60.0) -> subprocess.Popen:
+    """Prepare, spawn and await one service; return its process."""
+    service.prepare()
+    proc = process.spawn(list(service.argv), log_path, user=service.user)
+    process.await_ready(proc, service.name, service.ready, log_path, timeout)
+    return proc
+
+
+@contextmanager
+def running(service: Service, log_path: Path, timeout: float = 60.0) -> Iterator[Service]:
+    """Run a service for the duration of a with-block, then stop it and wait for its exit."""
+    proc = start(service, log_path, timeout)
+    try:
+        yield service
+    finally:
+        process.stop(proc, service.stop_signal)
+
+
+def prometheus_config(scrape: dict[str, list[str]], interval: str = "1s",
+                      rule_files: tuple[str, ...] = ()) -> str:
+    """Return a Prometheus config scraping {job: [host:port, ...]} (JSON, which is YAML too)."""
+    jobs = [{"job_name": job, "static_configs": [{"targets": targets}]}
+            for job, targets in scrape.items()]
+    return json.dumps({"global": {"scrape_interval": interval, "evaluation_interval": interval},
+                       "rule_files": list(rule_files), "scrape_configs": jobs}, indent=1)
+
+
+def http_ok(url: str, status: int = 200) -> Callable[[], bool]:
+    """Return a probe that is true once GET url answers with status."""
+    return lambda: requests.get(url, timeout=1).status_code == status
+
+
+def redis_ping(port: int) -> bool:
+    """Tell whether a Redis server on port answers PING (not while still loading its AOF)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+
+
+def redis(port: int, data_dir: Path, *, cluster_port: int | None = None) -> Service:
+    """Redis with an append-only file, optionally as a cluster node."""
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+            "--appendonly", "yes", "--save", "", "--logfile", ""]
+    if cluster_port:
+        argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-port", str(cluster_port), "--cluster-node-timeout", "5000"]
+    return Service("redis", tuple(argv), f"redis://127.0.0.1:{port}/0",
+                   lambda: redis_ping(port), lambda: data_dir.mkdir(parents=True, exist_ok=True))
+
+
+def pg_bin() -> Path:
+    """Return the bin folder of the newest installed PostgreSQL."""
+    found = sorted(PG_ROOT.glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise ServiceError("PostgreSQL is not installed; run `bash scripts/bootstrap` first")
+    return found[-1].parent
+
+
+def pg_user() -> str | None:
+    """Return the OS user PostgreSQL must run as: 'postgres' for root (it refuses root)."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def _initdb(data_dir: Path, log_path: Path) -> None:
+    """Create the cluster on the first start; its superuser is `tally`, trusted on loopback."""
+    user = pg_user()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if (data_dir / "PG_VERSION").exists():
+        return
+    if user:
+        os.chown(data_dir, *_ids(user))
+        if subprocess.run(["test", "-w", str(data_dir)], user=user).returncode:
+            raise ServiceError(f"the {user} OS user cannot reach {data_dir}; give its parent "
+                               "folders o+x or choose another TALLY_DATA_DIR")
+    data_dir.chmod(0o700)
+    with open(log_path, "ab") as log:
+        done = subprocess.run(
+            [str(pg_bin() / "initdb"), "-D", str(data_dir), "-U", "tally", "--auth=trust",
+             "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"],
+            stdout=log, stderr=subprocess.STDOUT, user=user, group=user,
+            extra_groups=[] if user else None)
+    if done.returncode:
+        raise ServiceError(f"initdb failed; log {log_path}:\n{process.tail(log_path)}")
+
+
+def _ids(user: str) -> tuple[int, int]:
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def pg_ready(port: int) -> bool:
+    """Tell whether PostgreSQL on port accepts connections."""
+    psycopg.connect(f"postgresql://tally@127.0.0.1:{port}/postgres", connect_timeout=1).close()
+    return True
+
+
+def postgres(port: int, data_dir: Path, *, fast: bool = False) -> Service:
+    """PostgreSQL with TimescaleDB preloaded, TCP on loopback only; fast=True drops durability."""
+    options = {"listen_addresses": "127.0.0.1", "unix_socket_directories": "",
+               "shared_preload_libraries": "timescaledb",
+               "timescaledb.telemetry_level": "off"}
+    if fast:
+        options |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    argv = [str(pg_bin() / "postgres"), "-D", str(data_dir), "-p", str(port)]
+    for name, value in options.items():
+        argv += ["-c", f"{name}={value}"]
+    log_path = data_dir.parent / "postgres-initdb.log"
+    return Service("postgres", tuple(argv), f"postgresql://tally@127.0.0.1:{port}/tally",
+                   lambda: pg_ready(port), lambda: _initdb(data_dir, log_path),
+                   user=pg_user(), stop_signal=signal.SIGINT)  # SIGINT: "fast" shutdown
+
+
+INFLUX_CONFIG = """\
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{dir}/meta"
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[logging]
+  level = "warn"
+"""
+
+
+def influx(port: int, data_dir: Path, *, rpc_port: int | None = None) -> Service:
+    """InfluxDB 1.x; its backup RPC port defaults to port + 2 (8088 beside 8086)."""
+    config = data_dir / "influxdb.conf"
+
+    def prepare() -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config.write_text(INFLUX_CONFIG.format(
+            dir=data_dir, port=port, rpc_port=rpc_port or port + 2))
+
+    return Service("influxdb", ("influxd", "run", "-config", str(config)),
+                   f"http://127.0.0.1:{port}", http_ok(f"http://127.0.0.1:{port}/ping", 204),
+                   prepare)
+
+
+def prometheus(port: int, data_dir: Path, config_file: Path) -> Service:
+    """Prometheus with a given config, reloadable through POST /-/reload."""
+    url = f"http://127.0.0.1:{port}"
+    argv = ("prometheus", f"--config.file={config_file}", f"--storage.tsdb.path={data_dir}",
+            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
+            "--log.level=warn")
+    return Service("prometheus", argv, url, http_ok(f"{url}/-/ready"),
+                   lambda: data_dir.mkdir(parents=True, exist_ok=True))
+
+
+def tally(name: str, args: list[str], url: str, ready: Callable[[], bool]) -> Service:
+    """One of Tally's own processes, `tally <args>`, configured by the inherited environment."""
+    return Service(name, (sys.executable, "-m", "tally.cli", *args), url, ready)

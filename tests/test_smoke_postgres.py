@@ -1,0 +1,40 @@
+"""Smoke tests: PostgreSQL runs TimescaleDB with Tally's migrations applied."""
+
+from datetime import UTC, datetime
+
+from tally.migrate import apply_migrations, migrations
+
+CHUNKS = """SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions
+            WHERE hypertable_name LIKE 'counts_%' ORDER BY hypertable_name"""
+
+
+def test_hypertables_with_chunk_intervals_fit_for_retention(pg_conn):
+    rows = {name: interval.days for name, interval in pg_conn.execute(CHUNKS)}
+    assert rows == {"counts_1d": 365, "counts_1h": 30, "counts_1m": 1}
+
+
+def test_time_bucket_sums_minutes_into_hours(pg_conn):
+    pg_conn.execute("""INSERT INTO counts_1m (bucket, counter, key, value) VALUES
+        ('2026-11-28 10:15Z', 'views', 'video:42', 3),
+        ('2026-11-28 10:59Z', 'views', 'video:42', 4),
+        ('2026-11-28 11:00Z', 'views', 'video:42', 5)""")
+    rows = pg_conn.execute("""SELECT time_bucket('1 hour', bucket) AS hour, sum(value)
+        FROM counts_1m WHERE counter = 'views' GROUP BY hour ORDER BY hour""").fetchall()
+    assert rows == [(datetime(2026, 11, 28, 10, tzinfo=UTC), 7),
+                    (datetime(2026, 11, 28, 11, tzinfo=UTC), 5)]
+
+
+def test_counts_start_empty_in_each_test(pg_conn):
+    assert pg_conn.execute("SELECT count(*) FROM counts_1m").fetchone() == (0,)
+
+
+def test_migrations_are_recorded_and_idempotent(postgres_dsn, pg_conn):
+    assert apply_migrations(postgres_dsn) == []
+    versions = [v for (v,) in pg_conn.execute("SELECT version FROM tally_migrations ORDER BY 1")]
+    assert versions == [version for version, _ in migrations()]
+
+
+def test_reader_role_may_only_select(pg_conn):
+    rows = pg_conn.execute("""SELECT privilege_type FROM information_schema.role_table_grants
+        WHERE grantee = 'tally_reader' AND table_name = 'counts_1h'""").fetchall()
+    assert rows == [("SELECT",)]

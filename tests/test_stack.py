@@ -1,0 +1,95 @@
+"""`tally up/down/status` run the real local stack on free ports in a throwaway folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from tally.settings import load_settings
+from tally.stack import process
+from tally.stack.prometheus_yml import render
+from tally.stack.runner import STACK, running_pid
+
+
+def tally(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run the `tally` command line with env and return its completed process."""
+    return subprocess.run([sys.executable, "-m", "tally.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def influx_ports() -> tuple[int, int]:
+    """A free port whose neighbour port + 2 (InfluxDB's RPC port) is free as well."""
+    while True:
+        port = process.free_ports(1)[0]
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port + 2)) != 0 and port + 2 < 65536:
+                return port, port + 2
+
+
+@pytest.fixture
+def stack_env():
+    """Environment for a stack on free ports in a temporary folder; brought down afterwards."""
+    data = Path(tempfile.mkdtemp(prefix="tally-stack-"))
+    data.chmod(0o711)  # PostgreSQL runs as the postgres user and must enter the folder
+    names = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER")
+    ports = {f"TALLY_{name}_PORT": str(port)
+             for name, port in zip(names, process.free_ports(len(names)), strict=True)}
+    env = dict(os.environ, **ports, TALLY_DATA_DIR=str(data / "data"),
+               TALLY_INFLUX_PORT=str(influx_ports()[0]))
+    yield env
+    tally(env, "down")
+    shutil.rmtree(data)
+
+
+def test_help_lists_subcommands():
+    out = tally(dict(os.environ), "--help").stdout
+    for command in ("up", "down", "status", "migrate", "serve", "flush", "exporter"):
+        assert f"    {command} " in out
+
+
+def test_up_down_up_keeps_data_and_leaves_no_process(stack_env):
+    settings = load_settings(stack_env)
+    assert tally(stack_env, "up", "--detach").returncode == 0
+    with redis.Redis.from_url(settings.redis_url) as client:
+        client.set("kept", "yes")
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        conn.execute("INSERT INTO counts_1d VALUES ('2026-11-28Z', 'views', 'a', 7, NULL)")
+    pids = [running_pid(settings, entry.name) for entry in STACK]
+    assert "already running" in tally(stack_env, "up", "--detach").stdout
+    assert tally(stack_env, "status").returncode == 0
+
+    assert tally(stack_env, "down").returncode == 0
+    assert not any(process.alive(*pid) for pid in pids)
+    assert tally(stack_env, "status").returncode == 3
+
+    assert tally(stack_env, "up", "--detach").returncode == 0
+    with redis.Redis.from_url(settings.redis_url) as client:
+        assert client.get("kept") == b"yes"
+    with psycopg.connect(settings.postgres_dsn) as conn:
+        assert conn.execute("SELECT value FROM counts_1d").fetchall() == [(7,)]
+
+
+def test_up_refuses_a_port_taken_by_another_program(stack_env):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = dict(stack_env, TALLY_REDIS_PORT=str(busy.getsockname()[1]))
+        done = tally(env, "up", "--detach")
+    assert done.returncode == 1
+    assert "is taken by another program" in done.stderr
+
+
+def test_prometheus_config_gets_configured_ports_and_absolute_rule_paths():
+    text = 'rule_files:\n  - "rules/*.yml"\nscrape_configs:\n  - targets: ["127.0.0.1:9841"]\n'
+    rendered = render(text, {9841: 19841}, Path("/repo/prometheus"))
+    assert rendered == ('rule_files:\n  - "/repo/prometheus/rules/*.yml"\nscrape_configs:\n'
+                        '  - targets: ["127.0.0.1:19841"]\n')
