@@ -88,7 +88,8 @@ class Settings:
             if not getattr(self, name):
                 object.__setattr__(self, name, value)
         if self.dedup_mode not in ("exact", "bloom"):
-            raise ConfigError(f"TALLY_DEDUP_MODE must be 'exact' or 'bloom', not {self.dedup_mode!r}")
+            raise ConfigError(
+                f"TALLY_DEDUP_MODE must be 'exact' or 'bloom', not {self.dedup_mode!r}")
         if self.shards < 1:
             raise ConfigError("TALLY_SHARDS must be at least 1")
 

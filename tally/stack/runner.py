@@ -10,7 +10,6 @@ find the same processes. Adding a process is one more entry.
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from tally.migrate import apply_migrations
 from tally.settings import Settings
 from tally.stack import process, services
 from tally.stack.prometheus_yml import write_config
+from tally.stack.tokens import TOKENS_FILE, child_env, local_tokens
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,13 @@ class Entry:
     build: Callable[[Settings], services.Service]
     after_start: Callable[[Settings, services.Service], object] | None = None
     before_start: Callable[[Settings], object] | None = None
+    finite: bool = False  # may exit on its own without stopping the stack
+    listens: bool = True  # owns the port in its URL (checked free before the start)
+
+
+def _tally(s: Settings, name: str, args: list[str], port: int, probe: str) -> services.Service:
+    url = f"http://127.0.0.1:{port}"
+    return services.tally(name, args, url, services.http_ok(url + probe), child_env(s))
 
 
 def _prometheus(s: Settings) -> services.Service:
@@ -47,12 +54,18 @@ STACK: tuple[Entry, ...] = (
     Entry("influxdb", lambda s: services.influx(s.influx_port, s.data_dir / "influxdb"),
           after_start=lambda s, svc: ensure_influx(s.with_(influx_url=svc.url))),
     Entry("prometheus", _prometheus, before_start=write_config),
-    # Tally's own processes: one entry each, started after the servers they use, e.g.
-    # Entry("ingest", lambda s: services.tally(
-    #     "ingest", ["serve"], f"http://127.0.0.1:{s.ingest_port}",
-    #     services.http_ok(f"http://127.0.0.1:{s.ingest_port}/healthz"))),
-    # Entry("flusher", ...), Entry("exporter", ...)
+    # Tally's own processes, started after the servers they use.
+    Entry("ingest", lambda s: _tally(s, "ingest", ["serve"], s.ingest_port, "/healthz")),
+    Entry("flusher", lambda s: services.tally("flusher", ["flush"], s.redis_url,
+                                              lambda: True, child_env(s)), listens=False),
+    Entry("exporter", lambda s: _tally(s, "exporter", ["exporter"], s.exporter_port, "/metrics")),
 )
+# `tally up --demo` adds this one; its end (after an hour) does not stop the stack.
+DEMO = Entry("demo", lambda s: services.tally(
+    "demo", ["demo", "--duration", "3600", "--rate", "100"],
+    f"http://127.0.0.1:{s.ingest_port}/v1/events", lambda: True, child_env(s)),
+    finite=True, listens=False)
+EVERY = (*STACK, DEMO)
 
 
 def pid_file(settings: Settings, name: str) -> Path:
@@ -85,7 +98,7 @@ def _record(settings: Settings, name: str, pid: int) -> None:
 
 
 def _start(settings: Settings, entry: Entry, service: services.Service):
-    port = urlsplit(service.url).port
+    port = urlsplit(service.url).port if entry.listens else None
     if port and process.port_in_use(port):
         raise ServiceError(f"port {port} for {entry.name} is taken by another program; "
                            f"choose another with TALLY_{entry.name.upper()}_PORT")
@@ -104,12 +117,10 @@ def _stop_started(started: list) -> None:
 
 def up(args, settings: Settings) -> int:
     """Start every stack process not yet running, print endpoints, then wait or return."""
-    if getattr(args, "demo", False):  # the demo entry point is not part of the stack yet
-        print("--demo is not wired into `tally up` yet; run `tally demo` once the stack is up",
-              file=sys.stderr)
+    settings = local_tokens(settings)
     started = []
     try:
-        for entry in STACK:
+        for entry in (*STACK, DEMO) if getattr(args, "demo", False) else STACK:
             service = entry.build(settings)
             known = running_pid(settings, entry.name)
             if known:
@@ -124,6 +135,8 @@ def up(args, settings: Settings) -> int:
         _stop_started(started)
         raise
     print(f"data in {settings.data_dir}, logs in {settings.data_dir / 'log'}")
+    if (settings.data_dir / TOKENS_FILE).exists():
+        print(f"bearer tokens in {settings.data_dir / TOKENS_FILE}")
     if args.detach or not started:
         print("stop with `tally down`" if started else "the stack was already running")
         return 0
@@ -138,7 +151,8 @@ def _supervise(started: list) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     code = 0
     try:
-        while not (dead := [e.name for e, _s, p, _f in started if p.poll() is not None]):
+        while not (dead := [e.name for e, _s, p, _f in started
+                            if p.poll() is not None and not (e.finite and p.returncode == 0)]):
             time.sleep(0.5)
         print(f"{', '.join(dead)} exited; stopping the stack")
         code = 1
@@ -151,7 +165,7 @@ def _supervise(started: list) -> int:
 def down(args, settings: Settings) -> int:
     """Stop every recorded stack process, newest first."""
     stopped = 0
-    for entry in reversed(STACK):
+    for entry in reversed(EVERY):
         known = running_pid(settings, entry.name)
         if known:
             process.stop_pid(*known, sig=entry.build(settings).stop_signal)

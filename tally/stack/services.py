@@ -42,12 +42,13 @@ class Service:
     prepare: Callable[[], None] = field(default=_nothing)
     user: str | None = None
     stop_signal: int = signal.SIGTERM
+    env: dict[str, str] | None = None  # None: inherit the caller's environment
 
 
 def start(service: Service, log_path: Path, timeout: float = 60.0) -> subprocess.Popen:
     """Prepare, spawn and await one service; return its process."""
     service.prepare()
-    proc = process.spawn(list(service.argv), log_path, user=service.user)
+    proc = process.spawn(list(service.argv), log_path, user=service.user, env=service.env)
     process.await_ready(proc, service.name, service.ready, log_path, timeout)
     return proc
 
@@ -199,6 +200,7 @@ def prometheus(port: int, data_dir: Path, config_file: Path) -> Service:
                    lambda: data_dir.mkdir(parents=True, exist_ok=True))
 
 
-def tally(name: str, args: list[str], url: str, ready: Callable[[], bool]) -> Service:
-    """One of Tally's own processes, `tally <args>`, configured by the inherited environment."""
-    return Service(name, (sys.executable, "-m", "tally.cli", *args), url, ready)
+def tally(name: str, args: list[str], url: str, ready: Callable[[], bool],
+          env: dict[str, str] | None = None) -> Service:
+    """One of Tally's own processes, `tally <args>`, configured by its environment."""
+    return Service(name, (sys.executable, "-m", "tally.cli", *args), url, ready, env=env)
