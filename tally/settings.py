@@ -105,7 +105,9 @@ def _convert(name: str, kind: type, raw: object) -> object:
         if kind is bool:
             return raw.strip().lower() in ("1", "true", "yes", "on")
         if kind is tuple:
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
+            # Newlines separate when present, so list items (keys) may hold commas.
+            parts = raw.split("\n" if "\n" in raw else ",")
+            return tuple(part.strip() for part in parts if part.strip())
         if kind is Path:
             return Path(raw)
         return kind(raw)

@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
+import requests
 
 from tally.settings import load_settings
 from tally.stack import process
@@ -93,3 +95,37 @@ def test_prometheus_config_gets_configured_ports_and_absolute_rule_paths():
     rendered = render(text, {9841: 19841}, Path("/repo/prometheus"))
     assert rendered == ('rule_files:\n  - "/repo/prometheus/rules/*.yml"\nscrape_configs:\n'
                         '  - targets: ["127.0.0.1:19841"]\n')
+
+
+def wait_for(probe, timeout: float = 30.0):
+    """Poll probe() until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while not (result := probe()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+    return result
+
+
+def test_readme_quickstart_counts_flushes_and_exports(stack_env):
+    """The README's curl session: post twice with one id, read back, see the flushed row."""
+    env = dict(stack_env, TALLY_FLUSH_INTERVAL="1")
+    settings = load_settings(env)
+    assert tally(env, "up", "--detach").returncode == 0
+    tokens = dict(line.split("=", 1) for line in
+                  (settings.data_dir / "tokens.env").read_text().split())
+    base = f"http://127.0.0.1:{settings.ingest_port}"
+    event = {"counter": "views", "key": "video:42", "id": "evt-1", "user": "u-1"}
+    posted = requests.post(f"{base}/v1/events", json=[event, event], timeout=10, headers={
+        "Authorization": f"Bearer {tokens['TALLY_WRITE_TOKENS']}"})
+    assert posted.json() == {"accepted": 1, "duplicates": 1}
+    read = requests.get(f"{base}/v1/counters/views", params={"key": "video:42"}, timeout=10,
+                        headers={"Authorization": f"Bearer {tokens['TALLY_READ_TOKENS']}"})
+    assert read.json()["total"] == 1
+
+    def flushed_row():
+        with psycopg.connect(settings.postgres_dsn) as conn:
+            return conn.execute("SELECT counter, key, value FROM counts_1m").fetchall()
+
+    assert wait_for(flushed_row) == [("views", "video:42", 1)]
+    metrics = requests.get(f"http://127.0.0.1:{settings.exporter_port}/metrics", timeout=10).text
+    assert 'tally_events_total{counter="views"} 1.0' in metrics
