@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+import signal
 
 import pytest
 import requests
 
-from tests.test_api_support import R, W, gunicorn, gzipped, ndjson
+from tests.test_api_support import R, W, gunicorn, gzipped, ndjson, worker_pids
 
 EVENTS = [{"counter": "views", "key": f"k{i % 3}", "id": f"e{i}"} for i in range(30)]
 
 
 @pytest.fixture(scope="module")
 def served(redis_url, tmp_path_factory):
-    """Base URL and log folder of `tally serve --workers 2`."""
+    """Base URL, log folder and worker pids of `tally serve --workers 2`."""
     tmp = tmp_path_factory.mktemp("serve")
-    with gunicorn(redis_url, 2, tmp) as base:
-        yield base, tmp
+    with gunicorn(redis_url, 2, tmp) as (base, master):
+        yield base, tmp, worker_pids(master.pid, 2)
 
 
 def test_ndjson_gzip_post_and_read_back(served, redis_client):
-    base, _ = served
+    base, _, _ = served
     headers = {**W, "Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}
     response = requests.post(f"{base}/v1/events", data=gzipped(ndjson(EVENTS)), headers=headers,
                              timeout=10)
@@ -33,7 +34,7 @@ def test_ndjson_gzip_post_and_read_back(served, redis_client):
 
 
 def test_retried_batch_counts_once(served, redis_client):
-    base, _ = served
+    base, _, _ = served
     answers = [requests.post(f"{base}/v1/events", json=EVENTS, headers=W, timeout=10).json()
                for _ in range(3)]
     assert answers == [{"accepted": 30, "duplicates": 0}] + [{"accepted": 0, "duplicates": 30}] * 2
@@ -47,24 +48,33 @@ def _metric(text: str, name: str, labels: str) -> float:
     return float(match[1]) if match else 0.0
 
 
+def post_while_paused(base: str, paused: int, first: int, count: int) -> None:
+    """POST `count` events while worker `paused` is stopped, so the other worker serves them."""
+    os.kill(paused, signal.SIGSTOP)
+    try:
+        for i in range(first, first + count):
+            event = {"counter": "clicks", "key": "k", "id": f"m{i}"}
+            assert requests.post(f"{base}/v1/events", json=event, headers=W,
+                                 timeout=10).status_code == 200
+    finally:
+        os.kill(paused, signal.SIGCONT)
+
+
 def test_metrics_sum_over_workers(served, redis_client):
-    base, tmp = served
+    base, tmp, workers = served
+    assert len(workers) == 2
     route = 'method="POST",route="/v1/events",status="200"'
     before = requests.get(f"{base}/metrics", timeout=10).text
-
-    def one(i: int) -> int:
-        event = {"counter": "clicks", "key": "k", "id": f"m{i}"}
-        return requests.post(f"{base}/v1/events", json=event, headers=W, timeout=10).status_code
-
-    with ThreadPoolExecutor(8) as pool:
-        assert set(pool.map(one, range(60))) == {200}
+    post_while_paused(base, workers[0], 0, 20)  # served by workers[1]
+    post_while_paused(base, workers[1], 20, 10)  # served by workers[0]
     scrapes = [requests.get(f"{base}/metrics", timeout=10).text for _ in range(6)]
     for text in scrapes:
         name = "tally_ingest_http_requests_total"
-        assert _metric(text, name, route) - _metric(before, name, route) == 60
+        assert _metric(text, name, route) - _metric(before, name, route) == 30
     accepted = 'outcome="accepted"'
     assert (_metric(scrapes[-1], "tally_ingest_events_total", accepted)
-            - _metric(before, "tally_ingest_events_total", accepted)) == 60
+            - _metric(before, "tally_ingest_events_total", accepted)) == 30
     lines = [json.loads(line) for log in tmp.glob("serve-*.log")
              for line in log.read_text().splitlines() if line.startswith('{"ts"')]
-    assert len({line["pid"] for line in lines if line.get("route") == "/v1/events"}) == 2
+    served_by = {line["pid"] for line in lines if line.get("route") == "/v1/events"}
+    assert set(workers) <= served_by

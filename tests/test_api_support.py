@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,6 +44,16 @@ def gzipped(data: bytes) -> bytes:
     return gzip.compress(data)
 
 
+def worker_pids(master_pid: int, expected: int, timeout: float = 10.0) -> list[int]:
+    """Pids of a gunicorn master's worker processes, once `expected` of them run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+        if len(children) == expected or time.monotonic() > deadline:
+            return sorted(int(pid) for pid in children)
+        time.sleep(0.1)
+
+
 def snapshot(client) -> dict:
     """Every key of a Redis database with its type, value and whether it expires."""
     state = {}
@@ -56,7 +67,7 @@ def snapshot(client) -> dict:
 
 @contextmanager
 def gunicorn(redis_url: str, workers: int, tmp: Path, **env_settings):
-    """Run `tally serve` on a free port; yield its base URL; stop it afterwards."""
+    """Run `tally serve` on a free port; yield (base URL, master process); stop it afterwards."""
     port = free_ports(1)[0]
     env = {**os.environ, "TALLY_REDIS_URL": redis_url, "TALLY_INGEST_PORT": str(port),
            "TALLY_WRITE_TOKENS": WRITE, "TALLY_READ_TOKENS": READ,
@@ -71,6 +82,6 @@ def gunicorn(redis_url: str, workers: int, tmp: Path, **env_settings):
     try:
         await_ready(proc, "tally serve", lambda: requests.get(base + "/readyz", timeout=1).ok,
                     log_path, timeout=30)
-        yield base
+        yield base, proc
     finally:
         stop(proc)
