@@ -8,23 +8,15 @@ from wsgiref.simple_server import WSGIServer
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
-from redis.cluster import RedisCluster
 
 from exporter.collector import TallyCollector
 from ingest.counting.config import CountingConfig
 from tally.errors import ServiceError
+from tally.redis_connect import connect
 from tally.settings import Settings
 
 # A scrape must finish well inside Prometheus' default 10 s scrape timeout.
 REDIS_TIMEOUT = 2.0
-
-
-def redis_client(settings: Settings, timeout: float = REDIS_TIMEOUT):
-    """A Redis (or Redis Cluster) client whose every call gives up after `timeout` seconds."""
-    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)
-    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def build_registry(client, settings: Settings) -> CollectorRegistry:
@@ -47,7 +39,7 @@ def main(args, settings: Settings) -> int:
     """Run the exporter in the foreground until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        client = redis_client(settings)
+        client = connect(settings, REDIS_TIMEOUT)
     except redis.RedisError as exc:  # a cluster client connects at construction
         raise ServiceError(f"exporter cannot reach Redis at {settings.redis_url}: {exc}") from None
     server, thread = serve(build_registry(client, settings), settings.exporter_host,

@@ -9,17 +9,10 @@ from flask import Flask, current_app
 from redis.cluster import RedisCluster
 
 from ingest.counting.config import CountingConfig
+from tally.redis_connect import connect
 from tally.settings import Settings
 
 EXTENSION = "tally"
-
-
-def connect(settings: Settings) -> redis.Redis | RedisCluster:
-    """A bytes-returning client for settings.redis_url (a cluster client if so configured)."""
-    if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, socket_timeout=5)
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=5,
-                                socket_connect_timeout=2, health_check_interval=30)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,16 @@
+"""The one way Tally's processes open Redis: a single server or a cluster, with timeouts."""
+
+from __future__ import annotations
+
+import redis
+from redis.cluster import RedisCluster
+
+from tally.settings import Settings
+
+
+def connect(settings: Settings, timeout: float = 5.0) -> redis.Redis | RedisCluster:
+    """A bytes-returning client for settings.redis_url; every call gives up after `timeout` s."""
+    options = {"socket_timeout": timeout, "socket_connect_timeout": min(timeout, 2.0)}
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **options)
