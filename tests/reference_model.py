@@ -3,8 +3,8 @@
 Tests apply the same events to Redis and to this model and compare every
 read. Semantics mirrored from ingest/counting/lua/apply.lua and docs/counting.md:
 
-- an event with an id counts once per (counter, id) inside the dedup window
-  (retries carry the same key, so this equals the core's per-shard scope);
+- an event with an id counts once per (counter, key, id) inside the dedup
+  window: the same id with another key is another event;
 - buckets, totals and top-k sum `value`; top-k orders by count descending,
   then key ascending;
 - unique views count each (user, key, UTC day) once; all-time unique views
@@ -29,7 +29,7 @@ class ReferenceModel:
     """Exact in-memory counts for a stream of validated events."""
 
     dedup_window: int = DAY
-    seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
     buckets: dict[Bucket, int] = field(default_factory=lambda: defaultdict(int))
     totals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     users: dict[Bucket, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -40,10 +40,11 @@ class ReferenceModel:
     def _is_duplicate(self, event: Event, now: int) -> bool:
         if event.id is None:
             return False
-        first = self.seen.get((event.counter, event.id))
+        identity = (event.counter, event.key, event.id)
+        first = self.seen.get(identity)
         if first is not None and now < first + self.dedup_window:
             return True
-        self.seen[(event.counter, event.id)] = now
+        self.seen[identity] = now
         return False
 
     def apply(self, events: Iterable[Event], now: int = 0) -> tuple[int, int]:

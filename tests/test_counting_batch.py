@@ -28,6 +28,15 @@ def test_sums_past_2_53_stay_exact(redis_client):
     assert stats == {b"events": b"3", b"value": str(3 * MAX_VALUE).encode()}
 
 
+def test_sums_past_2_53_across_batches_stay_exact(redis_client):
+    """A stored value plus a batch's sum past 2^53 is written with HINCRBY, not from a double."""
+    for _ in range(3):
+        apply_batch(redis_client, CONFIG, [event(value=MAX_VALUE - 1)], now=NOW)
+    assert reads.total(redis_client, CONFIG, "views", "k") == 3 * (MAX_VALUE - 1)
+    assert reads.bucket_values(redis_client, CONFIG, "views", "k", "d", [NOW // 86400]) == {
+        NOW // 86400: 3 * (MAX_VALUE - 1)}
+
+
 @pytest.mark.parametrize("mode", ["exact", "bloom"])
 @pytest.mark.parametrize("offset", [0, 1, 24, 49, 50, 51, 99])
 def test_an_id_is_remembered_for_the_whole_window(redis_client, mode, offset):
@@ -49,6 +58,24 @@ def test_dedup_is_per_counter(redis_client):
     """The same id under two counters is two events."""
     batch = [event(id="a"), event(id="a", counter="plays")]
     assert apply_batch(redis_client, CONFIG, batch, now=NOW) == BatchResult(2, 0)
+
+
+@pytest.mark.parametrize("mode", ["exact", "bloom"])
+@pytest.mark.parametrize("cluster", [False, True])
+def test_dedup_identity_is_counter_key_and_id(redis_client, redis_cluster_client, mode, cluster):
+    """The same id with two keys is two events, whatever their shards; id and key again is one."""
+    client = redis_cluster_client if cluster else redis_client
+    config = CountingConfig(dedup_mode=mode, shards=4)
+    # Keys in the same shard and in different shards, so no shard layout hides a bug.
+    others = [k for k in ("a", "b", "c", "d", "e", "f", "g") if k != "k"]
+    same = next(k for k in others if keys.key_shard(k, 4) == keys.key_shard("k", 4))
+    other = next(k for k in others if keys.key_shard(k, 4) != keys.key_shard("k", 4))
+    batch = [event(id="x"), event(key=same, id="x"), event(key=other, id="x")]
+    assert apply_batch(client, config, batch, now=NOW) == BatchResult(3, 0)
+    assert apply_batch(client, config, batch, now=NOW + 1) == BatchResult(0, 3)
+    assert apply_batch(client, config, [event(id="x")] * 2, now=NOW + 2) == BatchResult(0, 2)
+    for key in ("k", same, other):
+        assert reads.total(client, config, "views", key) == 1
 
 
 def test_script_flush_is_survived(redis_client, redis_cluster_client):

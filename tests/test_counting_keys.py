@@ -9,7 +9,7 @@ import pytest
 from ingest.counting import keys, reads
 from ingest.counting.batch import apply_batch
 from ingest.counting.config import CountingConfig
-from ingest.counting.events import Event
+from ingest.counting.events import MAX_VALUE, Event
 
 NOW = 1_800_000_123
 # Pairs that a naive "kind:time:key" scheme or a brace in the key could confuse.
@@ -63,14 +63,11 @@ def expected_ttl(config: CountingConfig, rest: str) -> int | None:
             "ids": 2 * config.dedup_window, "bloom": 2 * config.dedup_window}[kind]
 
 
-@pytest.mark.parametrize("mode", ["exact", "bloom"])
-def test_every_per_time_key_expires(redis_client, mode):
-    """Scan every key after a batch: per-time keys carry their documented TTL, the rest none."""
-    config = CountingConfig(dedup_mode=mode)
-    apply_batch(redis_client, config, hostile_batch(), now=NOW)
+def documented_ttl_kinds(client, config: CountingConfig) -> set[str]:
+    """Scan every key: per-time keys carry their documented TTL, the rest none; return the kinds."""
     kinds = set()
-    for name in redis_client.scan_iter(count=1000):
-        name, ttl = name.decode(), redis_client.ttl(name)
+    for name in client.scan_iter(count=1000):
+        name, ttl = name.decode(), client.ttl(name)
         if name == keys.COUNTERS:
             assert ttl == -1
             continue
@@ -83,5 +80,29 @@ def test_every_per_time_key_expires(redis_client, mode):
             assert want - 5 <= ttl <= max(want, config.viewers_ttl + keys.DAY), name
         if rest.split(":")[0] in ("m", "h", "d", "u", "cu", "uvc", "top") and want is not None:
             assert ttl > config.accepted_lateness + config.outage_budget, name
-    assert kinds >= {"m", "h", "d", "u", "uv", "uvc", "top", "total", "stats", "dirty",
-                     "ids" if mode == "exact" else "bloom"}
+    return kinds
+
+
+@pytest.mark.parametrize("mode", ["exact", "bloom"])
+def test_every_per_time_key_expires(redis_client, mode):
+    """Scan every key after a batch: per-time keys carry their documented TTL, the rest none."""
+    config = CountingConfig(dedup_mode=mode)
+    apply_batch(redis_client, config, hostile_batch(), now=NOW)
+    assert documented_ttl_kinds(redis_client, config) >= {
+        "m", "h", "d", "u", "uv", "uvc", "top", "total", "stats", "dirty",
+        "ids" if mode == "exact" else "bloom"}
+
+
+def test_keys_first_created_by_a_later_batch_expire_too(redis_client):
+    """The script skips EXPIRE for keys that exist: keys a later batch creates still get a TTL."""
+    config = CountingConfig(shards=1)
+    batches = [
+        [Event("views", k, NOW) for k in ("a", "b")],  # buckets, no HyperLogLog or viewer set
+        [Event("views", k, NOW, user="u1") for k in ("a", "b")],  # bucket fields exist already
+        [Event("views", "a", NOW, user="u2", id="x"), Event("views", "c", NOW - 86_400)],
+        [Event("views", "d", NOW - 7200, value=MAX_VALUE)] * 3,  # new hashes created by a spill
+        [Event("views", "b", NOW - 3 * 3600, user="u3")],
+    ]
+    for batch in batches:
+        apply_batch(redis_client, config, batch, now=NOW)
+    assert documented_ttl_kinds(redis_client, config) >= {"m", "h", "d", "u", "uv", "uvc", "cu"}

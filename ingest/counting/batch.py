@@ -9,14 +9,13 @@ a batch costs one round trip once the script is loaded.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from ingest.counting import keys
+from ingest.counting import keys, plan
 from ingest.counting.config import CountingConfig
 from ingest.counting.events import Event
 from ingest.counting.scripts import script, source
@@ -29,17 +28,6 @@ class BatchResult(NamedTuple):
     duplicates: int
 
 
-def event_shard(config: CountingConfig, event: Event) -> int:
-    """Shard an event goes to; a hot key's events spread by user, else id, else time."""
-    spread = config.spread(event.counter, event.key)
-    if spread == 1:
-        return keys.key_shard(event.key, config.shards)
-    # The same user always lands in the same shard, so unique views stay exact,
-    # and a retried event (same user and id) meets its own dedup mark.
-    discriminator = event.user or event.id or f"{time.time_ns()}"
-    return keys.spread_shard(event.key, config.shards, spread, discriminator)
-
-
 def _script_args(config: CountingConfig, now: int) -> list:
     ttl_m, ttl_h, ttl_d = config.ttls
     return [now, config.dedup_mode, config.dedup_window, config.bloom_bits, config.bloom_hashes,
@@ -47,24 +35,11 @@ def _script_args(config: CountingConfig, now: int) -> list:
             len(config.sinks), *config.sinks]
 
 
-def _event_args(tag: str, event: Event) -> tuple:
-    return (tag, event.key, event.id or "", event.user or "", event.value, event.ts)
-
-
-def group_by_tag(config: CountingConfig, events: Iterable[Event]) -> dict[str, list]:
-    """Flattened script arguments of each event, grouped by hash tag."""
-    groups: dict[str, list] = defaultdict(list)
-    for event in events:
-        tag = keys.tag(event.counter, event_shard(config, event))
-        groups[tag].extend(_event_args(tag, event))
-    return groups
-
-
-def _calls(client, groups: dict[str, list]) -> dict[str, list]:
-    """Script arguments per call: one call per tag on a cluster, one call in all on one Redis."""
+def _calls(client, groups: dict[str, plan.TagGroup]) -> dict[str, list]:
+    """Payload per call: one call per tag on a cluster, one call in all on one Redis."""
     if isinstance(client, RedisCluster):
-        return groups
-    return {next(iter(groups)): [arg for args in groups.values() for arg in args]}
+        return {tag: [plan.encode({tag: group})] for tag, group in groups.items()}
+    return {next(iter(groups)): [plan.encode(groups)]}
 
 
 def _run(client, sha: str, head: list, calls: dict[str, list], counters: set[str]) -> list:
@@ -90,7 +65,7 @@ def apply_batch(client, config: CountingConfig, events: Sequence[Event],
     if not events:
         return BatchResult(0, 0)
     now = int(time.time() if now is None else now)
-    calls = _calls(client, group_by_tag(config, events))
+    calls = _calls(client, plan.group_by_tag(config, events))
     head = _script_args(config, now)
     sha = script(client, "apply").sha
     replies = _run(client, sha, head, calls, {event.counter for event in events})

@@ -83,7 +83,7 @@ class ShardKeys:
         return f"{self.tag}top:{'all' if day is None else day}"
 
     def dedup_ids(self, generation: int) -> str:
-        """Set of event ids seen in one dedup generation (window / 2 seconds), exact mode."""
+        """Set of dedup members seen in one dedup generation (window / 2 seconds), exact mode."""
         return f"{self.tag}ids:{generation}"
 
     def bloom(self, generation: int) -> str:
@@ -107,10 +107,19 @@ class ShardKeys:
         """Sorted set of in-flight tokens by lease deadline (epoch seconds)."""
         return f"{self.tag}leases:{sink}"
 
+    def featured(self, resolution: str, index: int) -> str:
+        """Set of keys already written to InfluxDB as their own series for one bucket."""
+        return f"{self.tag}featured:{resolution}:{index}"
+
 
 def shard_keys(counter: str, shard: int) -> ShardKeys:
     """Key names of one counter shard."""
     return ShardKeys(tag(counter, shard))
+
+
+def dedup_member(event_id: str, key: str) -> str:
+    """Dedup identity of an event inside its counter: id and key (no newline occurs in either)."""
+    return f"{event_id}\n{key}"
 
 
 def dirty_member(minute: int, key: str) -> str:
