@@ -49,6 +49,7 @@ def test_counts_of_a_key(api):
     ("/v1/counters/views/top?k=x", "k must be an integer between 1 and 1000"),
     ("/v1/counters/views/top?window=week", "window must be one of day, all"),
     ("/v1/counters/views/top?date=2026-02-30", "date is not a valid date"),
+    ("/v1/counters/views/top?window=all&date=a", "date applies only to window=day"),
     ("/v1/counters/views/series?key=a&step=5m", "step must be one of 1m, 1h, 1d"),
     ("/v1/counters/views/series?key=a&from=yesterday",
      "from must be RFC 3339 with a time zone, e.g. 2026-11-28T10:15:03Z (or epoch seconds)"),
@@ -135,3 +136,4 @@ def test_post_and_read_on_a_redis_cluster(redis_cluster_url, redis_cluster_clien
     assert top == [{"rank": 1, "key": "k0", "count": 10}]
     assert api.get("/readyz").status_code == 200
     close_app(app)
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from ingest.api import params, series
 from ingest.api.auth import READ, scope
@@ -61,6 +61,8 @@ def counter_top(counter: str):
     params.counter(counter)
     k = params.int_arg("k", 10, 1, MAX_TOP)
     window = params.choice_arg("window", "day", ("day", "all"))
+    if window == "all" and "date" in request.args:
+        raise params.invalid("date", "applies only to window=day")
     day = params.day_arg("date", int(time.time()) // DAY) if window == "day" else None
     res = resources()
     rows = reads.top(res.client, res.config, counter, k, day)

@@ -31,7 +31,7 @@ def reject_unknown_query() -> None:
                           "unknown-parameter")
 
 
-def _invalid(name: str, message: str):
+def invalid(name: str, message: str):
     return bad_request(f"{name} {message}", "invalid-parameter")
 
 
@@ -40,7 +40,7 @@ def text_value(name: str, value: object) -> str:
     _, problems = validate_event({"counter": "x", "key": value}, time.time(), 1, 1)
     for field, message in problems:
         if field == "key":
-            raise _invalid(name, message)
+            raise invalid(name, message)
     return value
 
 
@@ -48,7 +48,7 @@ def text_arg(name: str) -> str:
     """A required free-text query parameter."""
     values = request.args.getlist(name)
     if len(values) > 1:
-        raise _invalid(name, "must be given once")
+        raise invalid(name, "must be given once")
     return text_value(name, values[0] if values else None)
 
 
@@ -57,14 +57,14 @@ def counter(value: str) -> str:
     _, problems = validate_event({"counter": value, "key": "x"}, time.time(), 1, 1)
     for field, message in problems:
         if field == "counter":
-            raise _invalid("counter", message)
+            raise invalid("counter", message)
     return value
 
 
 def name(kind: str, value: str) -> str:
     """A leaderboard name: [A-Za-z0-9_.:-]{1,64} (it becomes part of a Redis key tag)."""
     if not NAME_PATTERN.fullmatch(value):
-        raise _invalid(kind, "must match [A-Za-z0-9_.:-]{1,64}")
+        raise invalid(kind, "must match [A-Za-z0-9_.:-]{1,64}")
     return value
 
 
@@ -74,10 +74,10 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     if raw is None:
         return default
     if not re.fullmatch(r"-?\d{1,18}", raw):
-        raise _invalid(name, f"must be an integer between {low} and {high}")
+        raise invalid(name, f"must be an integer between {low} and {high}")
     value = int(raw)
     if not low <= value <= high:
-        raise _invalid(name, f"must be between {low} and {high}")
+        raise invalid(name, f"must be between {low} and {high}")
     return value
 
 
@@ -85,7 +85,7 @@ def choice_arg(name: str, default: str, choices: tuple[str, ...]) -> str:
     """An optional query parameter from a fixed set."""
     value = request.args.get(name, default)
     if value not in choices:
-        raise _invalid(name, f"must be one of {', '.join(choices)}")
+        raise invalid(name, f"must be one of {', '.join(choices)}")
     return value
 
 
@@ -95,11 +95,11 @@ def day_arg(name: str, default: int) -> int:
     if raw is None:
         return default
     if not re.fullmatch(r"\d{4}-\d\d-\d\d", raw):
-        raise _invalid(name, "must be a date YYYY-MM-DD")
+        raise invalid(name, "must be a date YYYY-MM-DD")
     try:
         moment = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
-        raise _invalid(name, "is not a valid date") from None
+        raise invalid(name, "is not a valid date") from None
     return int(moment.timestamp()) // 86400
 
 
