@@ -29,7 +29,6 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.boards import BoardFinder
 from exporter.snapshot import Snapshot, read_snapshot
 from ingest.counting.config import CountingConfig
 
@@ -96,17 +95,14 @@ class TallyCollector(Collector):
     """Collector for one Redis (or Redis Cluster) client; register it on a CollectorRegistry."""
 
     def __init__(self, client, config: CountingConfig, top_n: int = 10,
-                 boards: BoardFinder | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.client, self.config, self.top_n = client, config, top_n
-        self.board_finder = boards or BoardFinder()
         self.clock = clock
         self.errors = 0
 
     def _read(self) -> Snapshot | None:
         try:
-            boards = self.board_finder.boards(self.client)
-            return read_snapshot(self.client, self.config, self.top_n, boards, self.clock())
+            return read_snapshot(self.client, self.config, self.top_n, self.clock())
         except redis.RedisError as exc:
             self.errors += 1
             log.warning("scrape could not read Redis: %s", exc)

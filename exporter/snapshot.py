@@ -16,7 +16,8 @@ from redis.cluster import RedisCluster
 from ingest.counting import keys, reads
 from ingest.counting.config import CountingConfig
 
-FLUSHER_HASH = "tally:flusher:{}"
+# Leaderboards reported per scrape, at most (per-board series stay bounded).
+MAX_BOARDS = 100
 FLUSHER_FIELDS = ("lag_seconds", "last_duration_seconds", "rows_total", "errors_total",
                   "last_run")
 WINDOWS = {"hour": ("h", keys.HOUR), "day": ("d", keys.DAY)}
@@ -67,13 +68,15 @@ def _server_stats(client) -> tuple[int, int]:
     return memory["used_memory"], size
 
 
-def _discover(client, sinks: tuple[str, ...]) -> tuple[list[str], list[dict]]:
+def _discover(client, sinks: tuple[str, ...]) -> tuple[list[str], list[str], list[dict]]:
     pipe = client.pipeline(transaction=False)
     pipe.smembers(keys.COUNTERS)
+    pipe.smembers(keys.LEADERBOARDS)
     for sink in sinks:
-        pipe.hgetall(FLUSHER_HASH.format(sink))
-    members, *flushers = pipe.execute()
-    return sorted(m.decode() for m in members), flushers
+        pipe.hgetall(keys.flusher_health(sink))
+    counters, boards, *flushers = pipe.execute()
+    return (sorted(m.decode() for m in counters),
+            sorted(m.decode() for m in boards)[:MAX_BOARDS], flushers)
 
 
 def _flusher(sink: str, raw: dict) -> FlusherHealth | None:
@@ -114,14 +117,14 @@ def _cluster_uniques(client, config: CountingConfig, counter: str, indexes) -> d
             for window, (res, index) in indexes.items()}
 
 
-def read_snapshot(client, config: CountingConfig, top_n: int, boards: list[str],
+def read_snapshot(client, config: CountingConfig, top_n: int,
                   now: float | None = None) -> Snapshot:
     """Read one consistent-enough view of Tally's state; raises redis errors as they come."""
     now = time.time() if now is None else now
     sinks = config.sinks
     cluster = isinstance(client, RedisCluster)
     indexes = {window: (res, int(now // seconds)) for window, (res, seconds) in WINDOWS.items()}
-    counters, flusher_hashes = _discover(client, sinks)
+    counters, boards, flusher_hashes = _discover(client, sinks)
     pipe = client.pipeline(transaction=False)
     for counter in counters:
         _queue_counter(pipe, config, counter, sinks, indexes, cluster)

@@ -7,10 +7,10 @@ import redis
 import requests
 from prometheus_client import CollectorRegistry
 
-from exporter.boards import BoardFinder
 from exporter.collector import TallyCollector
 from exporter.server import serve
-from ingest.counting import leaderboard
+from exporter.snapshot import MAX_BOARDS, read_snapshot
+from ingest.counting import keys, leaderboard
 from ingest.counting.batch import apply_batch
 from ingest.counting.config import CountingConfig
 from ingest.counting.events import Event
@@ -44,7 +44,7 @@ def load_demo(client, now: int = NOW) -> None:
     for member, score in (("ann", 3), ("bob", 2), ("cy", 1)):
         leaderboard.update(client, "season1", member, score)
     leaderboard.update(client, "weekly", "ann", 1)
-    client.hset("tally:flusher:timescale", mapping=FLUSHER)
+    client.hset(keys.flusher_health("timescale"), mapping=FLUSHER)
 
 
 EXPECTED = {
@@ -157,16 +157,9 @@ def test_http_negotiates_openmetrics(redis_client, exporter_url):
     assert response.text.endswith("# EOF\n")
 
 
-def test_board_discovery_finds_and_forgets_boards_in_bounded_steps(redis_client):
-    redis_client.mset({f"filler:{i}": 1 for i in range(200)})
-    leaderboard.update(redis_client, "late", "ann", 1)
-    finder = BoardFinder(steps=1, count=10)
-    assert [finder.boards(redis_client) for _ in range(60)][-1] == ["late"]
-    redis_client.delete("lb:{late}")
-    assert [finder.boards(redis_client) for _ in range(60)][-1] == []
-
-
-def test_board_discovery_caps_the_number_of_boards(redis_client):
-    for board in ("c", "a", "b"):
+def test_leaderboards_come_from_the_registry_capped(redis_client):
+    for board in [f"b{i:03}" for i in range(MAX_BOARDS + 1)]:
         leaderboard.update(redis_client, board, "ann", 1)
-    assert BoardFinder(limit=2).boards(redis_client) == ["a", "b"]
+    snap = read_snapshot(redis_client, CountingConfig(), top_n=0)
+    assert [board for board, _ in snap.boards] == [f"b{i:03}" for i in range(MAX_BOARDS)]
+    assert {size for _, size in snap.boards} == {1}

@@ -22,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 
 COUNTERS = "tally:counters"  # set of counter names seen (no tag; discovery only)
+LEADERBOARDS = "tally:leaderboards"  # set of leaderboard names (no tag; discovery only)
 MINUTE, HOUR, DAY = 60, 3600, 86400
 RESOLUTIONS = {"m": MINUTE, "h": HOUR, "d": DAY}
 
@@ -131,6 +132,11 @@ def parse_dirty_member(member: bytes) -> tuple[int, str]:
     """Decode a dirty mark (the key may contain colons; the minute never does)."""
     minute, _, key = member.partition(b":")
     return int(minute), key.decode()
+
+
+def flusher_health(sink: str) -> str:
+    """Hash of a sink's flusher health (lag, duration, rows, errors) for the exporter."""
+    return f"tally:flusher:{sink}"
 
 
 def leaderboard_key(board: str) -> str:

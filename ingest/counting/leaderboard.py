@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from ingest.counting.keys import leaderboard_key
-from ingest.counting.scripts import script
+from ingest.counting.keys import LEADERBOARDS, leaderboard_key
+from ingest.counting.scripts import call
 
 
 class Entry(NamedTuple):
@@ -37,7 +37,9 @@ def update(client, board: str, member: str, score: float, *, increment: bool = F
            capacity: int = 0) -> Entry | None:
     """Set (or add to) a member's score; None when a bounded board did not keep it."""
     args = ["incr" if increment else "set", member, _check_score(score), capacity]
-    stored, rank = script(client, "leaderboard_update")(keys=[leaderboard_key(board)], args=args)
+    # The registry lets the exporter find boards without scanning the keyspace.
+    stored, rank = call(client, "leaderboard_update", leaderboard_key(board), args,
+                        prelude=[("SADD", LEADERBOARDS, board)])
     return None if stored is None else Entry(rank + 1, member, _score(stored))
 
 

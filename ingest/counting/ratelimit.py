@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ingest.counting.keys import rate_limit_key
-from ingest.counting.scripts import script
+from ingest.counting.scripts import call
 
 
 class Decision(NamedTuple):
@@ -19,6 +19,6 @@ class Decision(NamedTuple):
 def hit(client, limit: str, subject: str, max_requests: int, window_seconds: float) -> Decision:
     """Record one request of `subject` against `limit` if it fits in the window."""
     window_ms = max(1, round(window_seconds * 1000))
-    allowed, remaining, reset_us = script(client, "ratelimit")(
-        keys=[rate_limit_key(limit, subject)], args=[max_requests, window_ms])
+    allowed, remaining, reset_us = call(client, "ratelimit", rate_limit_key(limit, subject),
+                                        [max_requests, window_ms])
     return Decision(bool(allowed), int(remaining), int(reset_us) / 1_000_000)
