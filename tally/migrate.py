@@ -8,7 +8,6 @@ run applies nothing. An advisory lock lets several processes migrate at once.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tally.errors import ServiceError
+from tally.influx_setup import ensure_influx
 from tally.settings import PROJECT_ROOT, Settings
 
 MIGRATIONS_DIR = PROJECT_ROOT / "timescale"
@@ -70,11 +70,14 @@ def apply_migrations(dsn: str, reader_password: str = "") -> list[str]:
 
 
 def main(args, settings: Settings) -> int:
-    """`tally migrate`: apply missing migrations and say which."""
-    try:
-        names = apply_migrations(settings.postgres_dsn,
-                                 os.environ.get("TALLY_READER_PASSWORD", ""))
-    except psycopg.Error as exc:
-        raise ServiceError(f"cannot migrate {settings.postgres_dsn}: {exc}") from None
-    print("applied " + ", ".join(names) if names else "database is up to date")
+    """`tally migrate`: bring each configured sink's schema up to date, and say what changed."""
+    if "timescale" in settings.sinks:
+        try:
+            names = apply_migrations(settings.postgres_dsn, settings.reader_password)
+        except psycopg.Error as exc:
+            raise ServiceError(f"cannot migrate {settings.postgres_dsn}: {exc}") from None
+        print("timescaledb: " + ("applied " + ", ".join(names) if names else "up to date"))
+    if "influx" in settings.sinks:
+        ensure_influx(settings)
+        print(f"influxdb: database {settings.influx_db} and its retention policies are in place")
     return 0

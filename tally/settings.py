@@ -41,6 +41,7 @@ class Settings:
     influx_token: str = ""
     influx_username: str = ""
     influx_password: str = ""
+    reader_password: str = ""  # gives the read-only tally_reader role (Grafana's) a login
 
     # Counting core.
     shards: int = 16
@@ -68,7 +69,7 @@ class Settings:
 
     # Flusher.
     flush_interval: float = 10.0
-    flush_batch_size: int = 5_000
+    flush_batch_size: int = 20_000
     flush_lease_seconds: float = 120.0  # a killed flusher's marks return after this
     flush_maintenance_interval: float = 600.0  # seconds between retention runs
     influx_top_n: int = 100

@@ -2,7 +2,11 @@
 
 from datetime import UTC, datetime
 
+import requests
+
+from tally import migrate
 from tally.migrate import apply_migrations, migrations
+from tally.settings import load_settings
 
 CHUNKS = """SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions
             WHERE hypertable_name LIKE 'counts_%' ORDER BY hypertable_name"""
@@ -38,3 +42,18 @@ def test_reader_role_may_only_select(pg_conn):
     rows = pg_conn.execute("""SELECT privilege_type FROM information_schema.role_table_grants
         WHERE grantee = 'tally_reader' AND table_name = 'counts_1h'""").fetchall()
     assert rows == [("SELECT",)]
+
+
+def test_tally_migrate_command_sets_up_both_sinks(postgres_dsn, influx, capsys):
+    settings = load_settings({}, postgres_dsn=postgres_dsn, influx_url=influx)
+    requests.post(f"{influx}/query", params={"q": 'DROP DATABASE "tally"'}, timeout=10)
+    assert migrate.main(None, settings) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "timescaledb: up to date",
+        "influxdb: database tally and its retention policies are in place"]
+    shown = requests.get(f"{influx}/query", params={"q": 'SHOW RETENTION POLICIES ON "tally"'},
+                         timeout=10).json()["results"][0]["series"][0]["values"]
+    policies = {row[0]: (row[1], row[4]) for row in shown}  # name: (duration, default)
+    assert {name: policies[name] for name in ("minute_7d", "hour_1y", "day_inf")} == {
+        "minute_7d": ("168h0m0s", True), "hour_1y": ("8736h0m0s", False),
+        "day_inf": ("0s", False)}
