@@ -75,10 +75,20 @@ def take(client, shards: Sequence[Shard], sink: str, token: str, limit: int,
                          lambda s: [s.keys.dirty(sink), s.keys.inflight(sink, token),
                                     s.keys.leases(sink)], lambda s: [limit, deadline, token])
     marks = []
-    for shard, flat in zip(shards, replies, strict=True):
-        for member, score in zip(flat[::2], flat[1::2], strict=True):
-            minute, key = keys.parse_dirty_member(member)
-            marks.append(Mark(shard, minute, key, float(score)))
+    for shard, reply in zip(shards, replies, strict=True):
+        if reply:
+            marks += _unpack(shard, *reply)
+    return marks
+
+
+def _unpack(shard: Shard, joined: bytes, lengths: bytes, scores: bytes) -> list[Mark]:
+    """Marks from take.lua's reply: concatenated members, their byte lengths, their scores."""
+    marks, start = [], 0
+    for length, score in zip(lengths.split(), scores.split(), strict=True):
+        end = start + int(length)
+        minute, key = keys.parse_dirty_member(joined[start:end])
+        marks.append(Mark(shard, minute, key, float(score)))
+        start = end
     return marks
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-SPECIAL = re.compile(r"([,= ])")
+ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 # An odd run of backslashes before a special character, or any trailing run.
 AMBIGUOUS = re.compile(r"(?<!\\)(\\\\)*\\(?=[,= ])|\\$")
 
@@ -26,7 +26,12 @@ def tag_value(value: str) -> str:
     """Escape a tag key or value; raise ValueError for values 1.x cannot round-trip."""
     if not representable(value):
         raise ValueError(f"{value!r} cannot be an InfluxDB 1.x tag value unchanged")
-    return SPECIAL.sub(r"\\\1", value)
+    return escape(value)
+
+
+def escape(value: str) -> str:
+    """Escape a tag value already known to be representable (no check: the hot path)."""
+    return value.translate(ESCAPES)
 
 
 def measurement(name: str) -> str:
