@@ -17,12 +17,12 @@ import threading
 import time
 
 import redis
-from redis.cluster import RedisCluster
 
 from ingest.counting.config import CountingConfig
 from tally.errors import SinkError
 from tally.flusher import flush, handoff, maintenance, metrics
 from tally.flusher.sink import build_sink
+from tally.redis_connect import connect
 
 MAX_BACKOFF = 60.0
 log = logging.getLogger("tally.flusher")
@@ -58,12 +58,6 @@ def checkpoint_from_env(environ=os.environ):
             time.sleep(seconds)
 
     return checkpoint
-
-
-def connect(settings):
-    """Redis client for the configured URL (a Cluster client when TALLY_REDIS_CLUSTER is set)."""
-    cls = RedisCluster if settings.redis_cluster else redis.Redis
-    return cls.from_url(settings.redis_url)
 
 
 class SinkLoop:
@@ -114,7 +108,8 @@ def main(args, settings) -> int:
     """Entry point of `tally flush`."""
     setup_logging()
     config = CountingConfig.from_settings(settings)
-    client = connect(settings)
+    # Generous timeout: one round reads and writes tens of thousands of buckets.
+    client = connect(settings, timeout=60.0)
     loops = [SinkLoop(build_sink(name, settings)) for name in settings.sinks]
     checkpoint = checkpoint_from_env()
     stop = threading.Event()

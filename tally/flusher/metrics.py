@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
+from ingest.counting import keys
 from tally.flusher import handoff
 
 FIELDS = ("lag_seconds", "last_run", "last_duration_seconds", "rows_total", "errors_total",
           "last_error")
-
-
-def health_key(sink: str) -> str:
-    """Name of a sink's health hash (the flusher ↔ exporter contract)."""
-    return f"tally:flusher:{sink}"
 
 
 def lag_seconds(client, shards, sink: str, now: float) -> float:
@@ -23,7 +19,7 @@ def record(client, sink: str, *, now: float, duration: float, rows: int, lag: fl
            error: str | None) -> None:
     """Write one run's outcome: gauges set, totals incremented, last_error kept until success."""
     pipe = client.pipeline(transaction=False)
-    name = health_key(sink)
+    name = keys.flusher_health(sink)
     pipe.hset(name, mapping={"lag_seconds": f"{lag:.3f}", "last_run": f"{now:.3f}",
                              "last_duration_seconds": f"{duration:.3f}",
                              "last_error": error or ""})
