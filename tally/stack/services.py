@@ -25,6 +25,7 @@ from tally.errors import ServiceError
 from tally.stack import process
 
 PG_ROOT = Path("/usr/lib/postgresql")
+PG_SHARE = Path("/usr/share/postgresql")
 
 
 def _nothing() -> None:
@@ -96,11 +97,14 @@ def redis(port: int, data_dir: Path, *, cluster_port: int | None = None) -> Serv
 
 
 def pg_bin() -> Path:
-    """Return the bin folder of the newest installed PostgreSQL."""
+    """Return the bin folder of the newest installed PostgreSQL that has TimescaleDB."""
     found = sorted(PG_ROOT.glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
-    if not found:
-        raise ServiceError("PostgreSQL is not installed; run `bash scripts/bootstrap` first")
-    return found[-1].parent
+    with_timescale = [p for p in found if (PG_SHARE / p.parent.parent.name / "extension"
+                                          / "timescaledb.control").exists()]
+    if not with_timescale:
+        raise ServiceError("PostgreSQL with TimescaleDB is not installed; "
+                           "run `bash scripts/bootstrap` first")
+    return with_timescale[-1].parent
 
 
 def pg_user() -> str | None:
