@@ -75,6 +75,9 @@ def flusher_families(snap: Snapshot) -> Iterator[Metric]:
                   ["sink"], [(h.sink, h.rows_total) for h in f])
     yield _family(CounterMetricFamily, "tally_flusher_errors", "Failed flush attempts.",
                   ["sink"], [(h.sink, h.errors_total) for h in f])
+    yield _family(CounterMetricFamily, "tally_flusher_skipped_points",
+                  "Per-key points the sink cannot store (keys InfluxDB 1.x cannot tag).",
+                  ["sink"], [(h.sink, h.skipped_total) for h in f])
     yield _family(GaugeMetricFamily, "tally_dirty_buckets",
                   "Minute buckets marked dirty and not yet taken by a flusher.", ["sink"],
                   sorted(snap.dirty.items()))

@@ -43,6 +43,7 @@ class FlusherHealth(NamedTuple):
     rows_total: int
     errors_total: int
     last_run: float
+    skipped_total: int
 
 
 class Snapshot(NamedTuple):
@@ -85,7 +86,8 @@ def _flusher(sink: str, raw: dict) -> FlusherHealth | None:
         return None  # never reported (or half-written): report nothing rather than zeros
     return FlusherHealth(sink, float(fields["lag_seconds"]),
                          float(fields["last_duration_seconds"]), int(fields["rows_total"]),
-                         int(fields["errors_total"]), float(fields["last_run"]))
+                         int(fields["errors_total"]), float(fields["last_run"]),
+                         int(fields.get("skipped_total", 0)))
 
 
 def _queue_counter(pipe, config: CountingConfig, counter: str, sinks, indexes, cluster: bool):

@@ -20,7 +20,8 @@ DAY = 20_400  # 2025-11-08 (UTC day index)
 NOW = DAY * 86400 + 12 * 3600 + 5  # noon, so the previous hour is the same day
 CONFIG = CountingConfig(shards=4)
 FLUSHER = {"lag_seconds": "2.5", "last_run": str(NOW - 1), "last_duration_seconds": "0.25",
-           "rows_total": "1200", "errors_total": "3", "last_error": "timeout"}
+           "rows_total": "1200", "errors_total": "3", "skipped_total": "4",
+           "last_error": "timeout"}
 
 
 def demo_events(now: int = NOW) -> list[Event]:
@@ -67,6 +68,7 @@ EXPECTED = {
     ("tally_flusher_last_run_timestamp_seconds", (("sink", "timescale"),)): NOW - 1,
     ("tally_flusher_rows_total", (("sink", "timescale"),)): 1200,
     ("tally_flusher_errors_total", (("sink", "timescale"),)): 3,
+    ("tally_flusher_skipped_points_total", (("sink", "timescale"),)): 4,
     ("tally_dirty_buckets", (("sink", "influx"),)): 5,
     ("tally_dirty_buckets", (("sink", "timescale"),)): 5,
     ("tally_leaderboard_members", (("board", "season1"),)): 3,

@@ -6,7 +6,11 @@ import time
 
 import pytest
 
+from ingest.counting import keys
+from ingest.counting.config import CountingConfig
 from tally.flusher import lineprotocol
+from tally.flusher.loop import SinkLoop
+from tally.flusher.sink import build_sink
 from tests.flusher_support import flush_all, influx_q, ingest, make_settings, stored_pg
 from tests.reference_model import ReferenceModel
 
@@ -58,3 +62,21 @@ def test_hostile_keys_round_trip_in_both_sinks(redis_client, redis_url, pg_conn,
     assert {v for _, v in tags} == set(HOSTILE)
     total = influx_q(influx, 'SELECT value FROM "minute_7d".counts_total')[0]["values"][0][1]
     assert total == sum(range(1, len(keys) + 1))
+
+
+def test_unstorable_keys_are_counted_in_the_health_hash(redis_client, redis_url, postgres_dsn,
+                                                        influx):
+    """Each minute/hour/day point InfluxDB cannot hold is counted for the exporter, not lost."""
+    settings = make_settings(redis_url, postgres_dsn, influx, sinks=("influx",),
+                             influx_keys=tuple(UNREPRESENTABLE))
+    now = time.time()
+    raws = [{"counter": "views", "key": k, "ts": now} for k in UNREPRESENTABLE]
+    ingest(redis_client, settings, ReferenceModel(), raws, now)
+    loop = SinkLoop(build_sink("influx", settings))
+    try:
+        assert loop.step(redis_client, CountingConfig.from_settings(settings), settings,
+                         lambda point: None)
+    finally:
+        loop.sink.close()
+    health = redis_client.hgetall(keys.flusher_health("influx"))
+    assert int(health[b"skipped_total"]) == 3 * len(UNREPRESENTABLE)

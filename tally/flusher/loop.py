@@ -68,7 +68,7 @@ class SinkLoop:
 
     def step(self, client, config, settings, checkpoint) -> bool:
         """One run with metrics; True on success, schedules a backoff on failure."""
-        started = time.time()
+        started, skipped_before = time.time(), self.sink.skipped_total
         error, result = None, flush.RunResult(0, 0, 0)
         try:
             result = flush.flush_sink(client, config, self.sink, settings, checkpoint)
@@ -83,7 +83,8 @@ class SinkLoop:
             shards = handoff.discover(client, config.shards)
             lag = metrics.lag_seconds(client, shards, self.sink.name, time.time())
             metrics.record(client, self.sink.name, now=time.time(),
-                           duration=time.time() - started, rows=result.rows, lag=lag, error=error)
+                           duration=time.time() - started, rows=result.rows, lag=lag, error=error,
+                           skipped=self.sink.skipped_total - skipped_before)
             fields["lag_seconds"] = round(lag, 3)
         except redis.RedisError as exc:
             error = error or str(exc)

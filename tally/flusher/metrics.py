@@ -6,7 +6,7 @@ from ingest.counting import keys
 from tally.flusher import handoff
 
 FIELDS = ("lag_seconds", "last_run", "last_duration_seconds", "rows_total", "errors_total",
-          "last_error")
+          "skipped_total", "last_error")
 
 
 def lag_seconds(client, shards, sink: str, now: float) -> float:
@@ -16,7 +16,7 @@ def lag_seconds(client, shards, sink: str, now: float) -> float:
 
 
 def record(client, sink: str, *, now: float, duration: float, rows: int, lag: float,
-           error: str | None) -> None:
+           error: str | None, skipped: int = 0) -> None:
     """Write one run's outcome: gauges set, totals incremented, last_error kept until success."""
     pipe = client.pipeline(transaction=False)
     name = keys.flusher_health(sink)
@@ -24,5 +24,6 @@ def record(client, sink: str, *, now: float, duration: float, rows: int, lag: fl
                              "last_duration_seconds": f"{duration:.3f}",
                              "last_error": error or ""})
     pipe.hincrby(name, "rows_total", rows)
+    pipe.hincrby(name, "skipped_total", skipped)
     pipe.hincrby(name, "errors_total", 1 if error else 0)
     pipe.execute()

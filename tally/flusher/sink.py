@@ -30,6 +30,8 @@ class Sink(Protocol):
     name: str
     #: "all" = every per-key row; "featured" = allowlisted/top-N keys plus counter totals.
     per_key: str
+    #: Rows this store cannot hold (InfluxDB 1.x tag limits), counted since start, never silent.
+    skipped_total: int
 
     def write(self, rows: Sequence[BucketRow]) -> int:
         """Store rows (absolute values, never lowering a stored one); raise SinkError on failure."""

@@ -43,6 +43,8 @@ class TimescaleSink:
     name = "timescale"
     per_key = "all"
 
+    skipped_total = 0  # PostgreSQL holds every key
+
     def __init__(self, dsn: str, method: str = "copy"):
         if method not in ("copy", "executemany"):
             raise ValueError(f"method must be 'copy' or 'executemany', not {method!r}")
