@@ -91,12 +91,41 @@ class Settings:
         if self.dedup_mode not in ("exact", "bloom"):
             raise ConfigError(
                 f"TALLY_DEDUP_MODE must be 'exact' or 'bloom', not {self.dedup_mode!r}")
-        if self.shards < 1:
-            raise ConfigError("TALLY_SHARDS must be at least 1")
+        _check_ranges(self)
 
     def with_(self, **changes) -> Settings:
         """Return a copy with some fields changed (tests and the runner use this)."""
         return replace(self, **changes)
+
+
+POSITIVE = ("shards", "dedup_window", "bloom_capacity", "max_batch_events", "max_body_bytes",
+            "flush_interval", "flush_batch_size", "flush_lease_seconds",
+            "flush_maintenance_interval")
+NON_NEGATIVE = ("accepted_lateness", "clock_skew", "outage_budget", "ingest_workers",
+                "leaderboard_capacity", "influx_top_n", "exporter_top_n")
+
+
+def _check_ranges(settings: Settings) -> None:
+    """Refuse numbers no process could work with, naming the variable."""
+    def refuse(name: str, rule: str) -> None:
+        value = getattr(settings, name)
+        raise ConfigError(f"{PREFIX}{name.upper()} must be {rule}, not {value}")
+
+    for name in POSITIVE:
+        if getattr(settings, name) <= 0:
+            refuse(name, "greater than 0" if name != "shards" else "at least 1")
+    for name in NON_NEGATIVE:
+        if getattr(settings, name) < 0:
+            refuse(name, "0 or more")
+    for name in (f.name for f in fields(settings) if f.name.endswith("_port")):
+        if not 1 <= getattr(settings, name) <= 65535:
+            refuse(name, "a port between 1 and 65535")
+    if not 0 < settings.bloom_error_rate < 1:
+        refuse("bloom_error_rate", "between 0 and 1 (exclusive)")
+
+
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+            "0": False, "false": False, "no": False, "off": False}
 
 
 def _convert(name: str, kind: type, raw: object) -> object:
@@ -104,16 +133,22 @@ def _convert(name: str, kind: type, raw: object) -> object:
         return tuple(raw) if kind is tuple else raw
     try:
         if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            if raw.strip().lower() not in BOOLEANS:
+                raise ValueError(f"must be true or false, not {raw!r}")
+            return BOOLEANS[raw.strip().lower()]
         if kind is tuple:
             # Newlines separate when present, so list items (keys) may hold commas.
             parts = raw.split("\n" if "\n" in raw else ",")
             return tuple(part.strip() for part in parts if part.strip())
         if kind is Path:
             return Path(raw)
-        return kind(raw)
+        try:
+            return kind(raw)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise ValueError(f"must be {noun}, not {raw!r}") from None
     except ValueError as exc:
-        raise ConfigError(f"{PREFIX}{name.upper()}: {exc}") from None
+        raise ConfigError(f"{PREFIX}{name.upper()} {exc}") from None
 
 
 def _kinds() -> dict[str, type]:

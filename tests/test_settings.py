@@ -28,12 +28,18 @@ def test_lists_split_on_newlines_when_items_hold_commas():
 
 
 @pytest.mark.parametrize(("environ", "message"), [
-    ({"TALLY_SHARDS": "many"}, "TALLY_SHARDS"),
-    ({"TALLY_DEDUP_MODE": "fuzzy"}, "TALLY_DEDUP_MODE"),
-    ({"TALLY_SHARDS": "0"}, "at least 1"),
+    ({"TALLY_SHARDS": "many"}, "TALLY_SHARDS must be an integer, not 'many'"),
+    ({"TALLY_FLUSH_INTERVAL": "soon"}, "TALLY_FLUSH_INTERVAL must be a number, not 'soon'"),
+    ({"TALLY_REDIS_CLUSTER": "maybe"}, "TALLY_REDIS_CLUSTER must be true or false, not 'maybe'"),
+    ({"TALLY_DEDUP_MODE": "fuzzy"}, "TALLY_DEDUP_MODE must be 'exact' or 'bloom'"),
+    ({"TALLY_SHARDS": "0"}, "TALLY_SHARDS must be at least 1, not 0"),
+    ({"TALLY_FLUSH_INTERVAL": "-1"}, "TALLY_FLUSH_INTERVAL must be greater than 0, not -1.0"),
+    ({"TALLY_CLOCK_SKEW": "-5"}, "TALLY_CLOCK_SKEW must be 0 or more, not -5"),
+    ({"TALLY_INGEST_PORT": "70000"}, "TALLY_INGEST_PORT must be a port between 1 and 65535"),
+    ({"TALLY_BLOOM_ERROR_RATE": "1"}, "TALLY_BLOOM_ERROR_RATE must be between 0 and 1"),
 ])
 def test_bad_values_name_the_setting(environ, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(environ)
 
 
