@@ -26,6 +26,10 @@ STEPPED = f"""(SELECT bucket, key, value, uniques FROM counts_1m
  UNION ALL
  SELECT bucket, key, value, uniques FROM counts_1d
    WHERE {RANGE} > interval '90 days' AND counter = '$counter' AND $__timeFilter(bucket)) AS c"""
+# Hour buckets that overlap the dashboard range (not only those starting in it),
+# so "last 30 minutes" still lists the keys of the current hour.
+HOURS_OVERLAPPING = ("bucket > $__timeFrom()::timestamptz - interval '1 hour' "
+                     "AND bucket < $__timeTo()")
 
 
 def prom(expr: str, legend: str = "", instant: bool = False) -> dict:
@@ -108,7 +112,7 @@ def history() -> dict:
             f"WHERE counter = '$counter' AND {keys} AND $__timeFilter(bucket)\nORDER BY 1")]),
         panel(4, "Top keys in range", [sql(
             "SELECT key, sum(value) AS value FROM counts_1h\n"
-            "WHERE counter = '$counter' AND $__timeFilter(bucket)\n"
+            f"WHERE counter = '$counter' AND {HOURS_OVERLAPPING}\n"
             "GROUP BY key ORDER BY value DESC, key LIMIT 20", fmt="table")], kind="table"),
         panel(5, "InfluxDB: counter total per minute", [influxql(
             'SELECT sum("value") FROM "minute_7d"."counts_total" WHERE "counter" = \'$counter\' '
@@ -121,7 +125,7 @@ def history() -> dict:
                "query": "SELECT DISTINCT counter FROM counts_1d ORDER BY 1",
                "definition": "SELECT DISTINCT counter FROM counts_1d ORDER BY 1",
                "multi": False, "includeAll": False, "current": {}}
-    key_sql = ("SELECT key FROM counts_1h WHERE counter = '$counter' AND $__timeFilter(bucket) "
+    key_sql = (f"SELECT key FROM counts_1h WHERE counter = '$counter' AND {HOURS_OVERLAPPING} "
                "GROUP BY key ORDER BY sum(value) DESC, key LIMIT 50")
     key = {"name": "key", "type": "query", "datasource": PG, "refresh": 2, "query": key_sql,
            "definition": key_sql, "multi": True, "includeAll": False, "current": {}}
