@@ -94,6 +94,9 @@ def stack(redis_url, postgres_dsn, influx_url, prometheus_server):
     time.sleep(3)  # two more scrapes and rule evaluations see the flusher's health
     yield {"prometheus": prom, "settings": settings, "summary": summary,
            "range": TimeRange(started - 3600, time.time() + 60)}
+    # Drop the targets first: Prometheus then closes its keep-alive connections,
+    # so no handler thread is left holding a socket when the servers stop.
+    _scrape(prometheus_server, {})
     for server, thread in ((ingest, ingest_thread), (exporter, exporter_thread)):
         server.shutdown()
         server.server_close()
@@ -101,7 +104,6 @@ def stack(redis_url, postgres_dsn, influx_url, prometheus_server):
     close_app(app)
     client.flushall()
     client.close()
-    _scrape(prometheus_server, {})
     _reset_stores(settings)
 
 
