@@ -28,7 +28,7 @@ class CounterStats(NamedTuple):
 
     counter: str
     events: int
-    value: int
+    value: float
     duplicates: int
     unique_users: dict[str, int]  # window -> approximate distinct users in the current one
     top: tuple[tuple[str, int], ...]  # today's top keys, count descending
@@ -105,7 +105,7 @@ def _take_counter(results, config: CountingConfig, sinks, windows, dirty: dict[s
     totals = [0, 0, 0]
     for _ in range(config.shards):
         for i, raw in enumerate(next(results)):
-            totals[i] += int(raw or 0)
+            totals[i] += float(raw or 0)  # `value` is a float (HINCRBYFLOAT); all are counters
         for sink in sinks:
             dirty[sink] += next(results)
     uniques = {window: next(results) for window in windows}

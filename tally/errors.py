@@ -17,6 +17,10 @@ class ValidationError(TallyError):
         super().__init__("; ".join(f"{f}: {m}" for _, f, m in problems))
 
 
+class CountOverflowError(TallyError):
+    """A batch would carry a count past what 64-bit stores hold; nothing of it was applied."""
+
+
 class ServiceError(TallyError):
     """A backing service (Redis, PostgreSQL, InfluxDB, Prometheus) did not start or answer."""
 

@@ -104,12 +104,25 @@ def test_too_old_event_rejected_with_reason(api):
     (b'"views"', "invalid-body",
      "body must be a JSON array of event objects or one event object"),
     (b'[{"key": "\xff"}]', "invalid-utf8", "body is not valid UTF-8 (byte 10)"),
+    (b'[{"counter": "views", "key": "a", "value": ' + b"9" * 1900 + b"}]", "invalid-body",
+     "body contains an integer of 1900 digits; at most 308 are accepted"),
+    (b'[{"counter": "views", "key": "a", "ts": -' + b"9" * 400 + b"}]", "invalid-body",
+     "body contains an integer of 400 digits; at most 308 are accepted"),
 ])
 def test_malformed_bodies_are_precise_400s(api, data, slug, detail):
     response = post(api, data)
     assert response.status_code == 400
     assert (response.json["type"], response.json["detail"]) == (f"urn:tally:problem:{slug}",
                                                                 detail)
+
+
+@pytest.mark.parametrize("separator", ["\x1e", "\u00a0", "\u2028", "\x0c"])
+def test_ndjson_line_of_non_json_whitespace_is_refused(api, redis_client, separator):
+    data = ndjson([EVENT]) + separator.encode() + b"\n" + ndjson([{**EVENT, "id": "e2"}])
+    response = post(api, data, "application/x-ndjson")
+    assert (response.status_code, response.json["type"]) == (400, "urn:tally:problem:invalid-json")
+    assert response.json["detail"].startswith("line 2 is not valid JSON")
+    assert total(redis_client) == 0
 
 
 def test_ndjson_error_names_the_line(api):
@@ -158,3 +171,15 @@ def test_unsupported_media_is_415(api, headers, detail_start):
 def test_missing_content_type_is_415(api):
     response = api.post("/v1/events", data=b"[]", headers=W)
     assert response.status_code == 415
+
+
+def test_batch_that_would_overflow_a_count_is_a_422_and_changes_nothing(api, redis_client):
+    huge = {"counter": "views", "key": "k", "value": 2**53 - 1}
+    for _ in range(102):  # 1,020 x (2^53 - 1) is just under 9.2e18
+        assert api.post("/v1/events", json=[huge] * 10, headers=W).status_code == 200
+    before = snapshot(redis_client)
+    response = api.post("/v1/events", json=[huge] * 10, headers=W)
+    assert response.status_code == 422
+    assert response.json["type"].endswith("count-overflow")
+    assert "all-time total of key k would pass 9.2e18" in response.json["detail"]
+    assert snapshot(redis_client) == before

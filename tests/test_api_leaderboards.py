@@ -73,6 +73,8 @@ def test_capacity_setting_is_the_default_bound(redis_url, redis_client):
     ("game", {"member": "a"}, "score must be a number"),
     ("game", {"member": "a", "score": True}, "score must be a number"),
     ("game", {"member": "a", "score": 2**60}, "score must be between -2^53 and 2^53"),
+    ("game", {"member": "a", "score": 10**400},
+     "body contains an integer of 401 digits; at most 308 are accepted"),
     ("game", {"score": 1}, "member is required"),
     ("game", {"member": "a", "score": 1, "rank": 2}, "unknown field(s): rank"),
     ("bad board", {"member": "a", "score": 1}, "board must match [A-Za-z0-9_.:-]{1,64}"),
@@ -80,3 +82,11 @@ def test_capacity_setting_is_the_default_bound(redis_url, redis_client):
 def test_bad_writes_are_400(api, board, body, detail):
     response = api.put(f"/v1/leaderboards/{board}/scores", json=body, headers=W)
     assert (response.status_code, response.json["detail"]) == (400, detail)
+
+
+def test_integer_past_python_int_parsing_limit_is_400(api):
+    data = b'{"member": "a", "score": ' + b"9" * 5000 + b"}"
+    response = api.put("/v1/leaderboards/game/scores", data=data,
+                       headers={**W, "Content-Type": "application/json"})
+    assert (response.status_code, response.json["detail"]) == (
+        400, "body contains an integer of 5000 digits; at most 308 are accepted")

@@ -57,10 +57,30 @@ def test_counts_of_a_key(api):
     ("/v1/counters/views/series?key=a&from=0&to=700000",
      "the range holds 11667 points at step 1m; at most 10080 per request: narrow from/to or "
      "use a coarser step"),
+    ("/v1/counters/views/top?k=1&k=2000", "k must be given once"),
+    ("/v1/counters/views/top?date=2026-01-01&date=x", "date must be given once"),
+    ("/v1/counters/views/top?window=day&window=all", "window must be given once"),
+    ("/v1/counters/views/series?key=a&step=1m&step=1d", "step must be given once"),
+    ("/v1/counters/views/series?key=a&to=100&to=200", "to must be given once"),
+    ("/v1/counters/views/top?k=%D9%A1", "k must be an integer between 1 and 1000"),
+    ("/v1/counters/views/series?key=a&from=%D9%A1%D9%A1",
+     "from must be RFC 3339 with a time zone, e.g. 2026-11-28T10:15:03Z (or epoch seconds)"),
+    ("/v1/counters/views?key=%FF", "query string is not valid UTF-8 once percent-decoded "
+     "(byte 4)"),
+    ("/v1/counters/views?key=%ED%A0%80", "query string is not valid UTF-8 once percent-decoded "
+     "(byte 4)"),
+    ("/v1/counters/views/series?key=a&step=1d&to=9999-12-31T23:59:59Z",
+     "to must be between 1970-01-01 and 9999-12-31T00:00:00Z"),
 ])
 def test_bad_parameters_are_precise_400s(api, url, detail):
     response = api.get(url, headers=R)
     assert (response.status_code, response.json["detail"]) == (400, detail)
+
+
+@pytest.mark.parametrize("step", ["1m", "1h", "1d"])
+def test_series_up_to_the_latest_accepted_time(api, step):
+    response = api.get(f"/v1/counters/views/series?key=a&step={step}&to=253402214400", headers=R)
+    assert (response.status_code, response.json["to"]) == (200, "9999-12-31T00:00:00Z")
 
 
 def test_top_today_on_a_date_and_all_time(api):

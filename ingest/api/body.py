@@ -26,6 +26,10 @@ class _BadConstant(Exception):
     pass
 
 
+class _HugeInteger(Exception):
+    pass
+
+
 def _pairs(pairs: list[tuple[str, object]]) -> dict:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -39,8 +43,20 @@ def _constant(name: str) -> None:
     raise _BadConstant(name)
 
 
+# No field takes an integer past a double's range, and past 4300 digits int() itself refuses.
+MAX_INT_DIGITS = 308
+
+
+def _integer(literal: str) -> int:
+    digits = len(literal) - literal.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise _HugeInteger(digits)
+    return int(literal)
+
+
 # One decoder for every call: json.loads(**kwargs) would build a new one each time.
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant,
+                            parse_int=_integer)
 
 
 def too_large(detail: str) -> Problem:
@@ -61,6 +77,9 @@ def loads(text: str, where: str = "body") -> object:
     except _BadConstant as exc:
         raise bad_request(f"{where} contains {exc.args[0]}, which is not valid JSON",
                           "invalid-json") from None
+    except _HugeInteger as exc:
+        raise bad_request(f"{where} contains an integer of {exc.args[0]} digits; at most "
+                          f"{MAX_INT_DIGITS} are accepted", "invalid-body") from None
     except RecursionError:
         raise bad_request(f"{where} is JSON nested too deeply", "too-deep") from None
 
@@ -122,9 +141,9 @@ def media_type(allowed: frozenset[str]) -> str:
 
 
 def ndjson(body: str) -> list:
-    """Parse newline-delimited JSON, one value per non-blank line."""
+    """Parse newline-delimited JSON, one value per line that is not just JSON whitespace."""
     return [loads(line, f"line {n}") for n, line in enumerate(body.split("\n"), 1)
-            if line.strip()]
+            if line.strip(" \t\r")]
 
 
 def json_object(max_bytes: int = 64 * 1024) -> dict:

@@ -126,7 +126,7 @@ def _events() -> dict:
     batch = {"oneOf": [{"type": "array", "minItems": 1, "items": ref("Event")}, ref("Event")]}
     return {"/v1/events": {"post": op(
         "Count a batch of events atomically (all or nothing)",
-        {"200": ok(ref("BatchResult")), **problems(400, 413, 415)}, scope="write",
+        {"200": ok(ref("BatchResult")), **problems(400, 413, 415, 422)}, scope="write",
         body={"application/json": {"schema": batch},
               "application/x-ndjson": {"schema": {"type": "string"}}})}}
 

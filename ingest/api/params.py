@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
+from urllib.parse import unquote_to_bytes
 
 from flask import request
 
@@ -24,6 +25,11 @@ def reject_unknown_query() -> None:
     """400 for query parameters the OpenAPI document does not list (typos fail loudly)."""
     if request.url_rule is None or not request.args:
         return
+    try:  # Werkzeug keeps undecodable escapes as literal text ("%FF"): a different key
+        unquote_to_bytes(request.query_string).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"query string is not valid UTF-8 once percent-decoded (byte "
+                          f"{exc.start})", "invalid-parameter") from None
     allowed = query_names(request.url_rule.rule, request.method)
     unknown = sorted(set(request.args) - (allowed or frozenset()))
     if allowed is not None and unknown:
@@ -44,12 +50,17 @@ def text_value(name: str, value: object) -> str:
     return value
 
 
-def text_arg(name: str) -> str:
-    """A required free-text query parameter."""
+def single_arg(name: str) -> str | None:
+    """A query parameter's one value, None when absent; 400 when repeated."""
     values = request.args.getlist(name)
     if len(values) > 1:
         raise invalid(name, "must be given once")
-    return text_value(name, values[0] if values else None)
+    return values[0] if values else None
+
+
+def text_arg(name: str) -> str:
+    """A required free-text query parameter."""
+    return text_value(name, single_arg(name))
 
 
 def counter(value: str) -> str:
@@ -70,10 +81,10 @@ def name(kind: str, value: str) -> str:
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
     """An optional integer query parameter within [low, high]."""
-    raw = request.args.get(name)
+    raw = single_arg(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"-?\d{1,18}", raw):
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
         raise invalid(name, f"must be an integer between {low} and {high}")
     value = int(raw)
     if not low <= value <= high:
@@ -83,7 +94,8 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
 
 def choice_arg(name: str, default: str, choices: tuple[str, ...]) -> str:
     """An optional query parameter from a fixed set."""
-    value = request.args.get(name, default)
+    value = single_arg(name)
+    value = default if value is None else value
     if value not in choices:
         raise invalid(name, f"must be one of {', '.join(choices)}")
     return value
@@ -91,10 +103,10 @@ def choice_arg(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 def day_arg(name: str, default: int) -> int:
     """An optional YYYY-MM-DD query parameter as a UTC day index."""
-    raw = request.args.get(name)
+    raw = single_arg(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"\d{4}-\d\d-\d\d", raw):
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
         raise invalid(name, "must be a date YYYY-MM-DD")
     try:
         moment = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)

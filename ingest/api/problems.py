@@ -8,7 +8,7 @@ import redis
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
-from tally.errors import ValidationError
+from tally.errors import CountOverflowError, ValidationError
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("tally.ingest")
@@ -61,6 +61,11 @@ def _redis_down(exc: redis.RedisError) -> Response:
                             "Redis did not answer; retry later", headers={"Retry-After": "1"}))
 
 
+def _overflow(exc: CountOverflowError) -> Response:
+    return response(Problem(422, "count-overflow", "Count would overflow",
+                            f"{exc}; the batch was refused"))
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
     return response(Problem(500, "internal", "Internal server error",
@@ -73,4 +78,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ValidationError, lambda exc: response(from_validation(exc)))
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(redis.RedisError, _redis_down)
+    app.register_error_handler(CountOverflowError, _overflow)
     app.register_error_handler(Exception, _unexpected)

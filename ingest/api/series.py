@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 import psycopg
-from flask import Flask, current_app, request
+from flask import Flask, current_app
 from psycopg import sql
 
 from ingest.api import params
@@ -32,7 +32,7 @@ RETRY_AFTER_FAILURE = 10.0  # seconds without database attempts after one fails
 # step -> (Redis resolution, seconds per bucket, TimescaleDB table, default span)
 STEPS = {"1m": ("m", MINUTE, "counts_1m", HOUR), "1h": ("h", HOUR, "counts_1h", DAY),
          "1d": ("d", DAY, "counts_1d", 30 * DAY)}
-MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_EPOCH = 253_402_214_400  # 9999-12-31T00:00:00Z: every bucket of a range ends by year 9999
 log = logging.getLogger("tally.ingest")
 
 
@@ -66,15 +66,17 @@ class Found:
 
 
 def _time_arg(name: str, default: float) -> float:
-    raw = request.args.get(name)
+    raw = params.single_arg(name)
     if raw is None:
         return default
     try:
-        value = float(raw) if re.fullmatch(r"-?\d{1,12}(\.\d{1,9})?", raw) else parse_timestamp(raw)
+        value = (float(raw) if re.fullmatch(r"-?[0-9]{1,12}(\.[0-9]{1,9})?", raw)
+                 else parse_timestamp(raw))
     except ValueError as exc:
         raise bad_request(f"{name} {exc} (or epoch seconds)", "invalid-parameter") from None
     if not 0 <= value <= MAX_EPOCH:
-        raise bad_request(f"{name} must be between 1970 and 9999", "invalid-parameter")
+        raise bad_request(f"{name} must be between 1970-01-01 and 9999-12-31T00:00:00Z",
+                          "invalid-parameter")
     return value
 
 

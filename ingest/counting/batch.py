@@ -13,11 +13,15 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from ingest.counting import keys, plan
 from ingest.counting.config import CountingConfig
 from ingest.counting.events import Event
 from ingest.counting.scripts import call_many
+from tally.errors import CountOverflowError
+
+OVERFLOW = "TALLY_OVERFLOW"  # prefix of apply.lua's refusal
 
 
 class BatchResult(NamedTuple):
@@ -50,5 +54,11 @@ def apply_batch(client, config: CountingConfig, events: Sequence[Event],
     now = int(time.time() if now is None else now)
     calls = _calls(client, _script_args(config, now), plan.group_by_tag(config, events))
     registry = ("SADD", keys.COUNTERS, *{event.counter for event in events})
-    replies = call_many(client, "apply", calls, prelude=[registry])
+    try:
+        replies = call_many(client, "apply", calls, prelude=[registry])
+    except ResponseError as exc:
+        # The script refuses before its first write (on a cluster: that tag group's call).
+        if str(exc).startswith(OVERFLOW):
+            raise CountOverflowError(str(exc).removeprefix(OVERFLOW).strip()) from None
+        raise
     return BatchResult(sum(r[0] for r in replies), sum(r[1] for r in replies))

@@ -247,11 +247,8 @@ local function bucket(state, res, index)
   return h
 end
 
+-- The shard's value statistic is a float (HINCRBYFLOAT), as Prometheus reads it.
 local function add_value(state, value)
-  if state.value + value > SAFE then
-    call('HINCRBY', state.tag .. 'stats', 'value', state.value)
-    state.value = 0
-  end
   state.value = state.value + value
 end
 
@@ -431,7 +428,36 @@ local function write(state, duplicates)
   local stats = tag .. 'stats'
   if state.events > 0 then call('HINCRBY', stats, 'events', state.events) end
   if duplicates > 0 then call('HINCRBY', stats, 'duplicates', duplicates) end
-  if state.value > 0 then call('HINCRBY', stats, 'value', state.value) end
+  if state.value > 0 then call('HINCRBYFLOAT', stats, 'value', state.value) end
+end
+
+-- Counts are 64-bit integers in Redis, PostgreSQL and InfluxDB. Every bucket
+-- of a key is at most the key's all-time total, so a batch is refused, before
+-- its first write, when it could carry any total past LIMIT (duplicates
+-- counted too: an upper bound). A refused batch changes nothing.
+local LIMIT = 9.2e18  -- below 2^63 by far more than a double's rounding error
+local function overflowing_key()
+  for _, group in ipairs(groups) do
+    local names, sums = {}, {}
+    for _, entry in ipairs(group[4]) do
+      local sum = 0
+      for _, run in ipairs(entry[2]) do sum = sum + run[2] * (run[3] + run[4] + run[5]) end
+      names[#names + 1], sums[#sums + 1] = entry[1], sum
+    end
+    for from = 1, #names, CHUNK do
+      local to = min(from + CHUNK - 1, #names)
+      local totals = call('HMGET', group[1] .. 'total', unpack(names, from, to))
+      for j = from, to do
+        if (tonumber(totals[j - from + 1]) or 0) + sums[j] > LIMIT then return names[j] end
+      end
+    end
+  end
+end
+
+local too_big = overflowing_key()
+if too_big then
+  return redis.error_reply('TALLY_OVERFLOW the all-time total of key ' .. too_big ..
+    ' would pass 9.2e18, the largest count Tally stores')
 end
 
 local applied, duplicates = 0, 0
