@@ -20,7 +20,8 @@ MAX_ID_BYTES = 128
 MAX_USER_BYTES = 128
 # Lua (the batch step) sums in doubles: stay where every integer is exact.
 MAX_VALUE = 2**53 - 1
-RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)",
+                     re.ASCII)  # ASCII: \d must not match other scripts' digits
 FIELDS = frozenset({"counter", "key", "id", "user", "value", "ts"})
 
 
@@ -80,9 +81,13 @@ def parse_timestamp(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("must be an RFC 3339 string or epoch seconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        try:
+            seconds = float(value)  # an int past the double range raises OverflowError
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds):
             raise ValueError("must be a finite number of epoch seconds")
-        return float(value)
+        return seconds
     if isinstance(value, str):
         text = value.strip()
         if not RFC3339.fullmatch(text):
