@@ -72,7 +72,7 @@ def test_capacity_setting_is_the_default_bound(redis_url, redis_client):
 @pytest.mark.parametrize(("board", "body", "detail"), [
     ("game", {"member": "a"}, "score must be a number"),
     ("game", {"member": "a", "score": True}, "score must be a number"),
-    ("game", {"member": "a", "score": 2**60}, "score must be between -2^53 and 2^53"),
+    ("game", {"member": "a", "score": 2**53}, "score must be between -(2^53 - 1) and 2^53 - 1"),
     ("game", {"member": "a", "score": 10**400},
      "body contains an integer of 401 digits; at most 308 are accepted"),
     ("game", {"score": 1}, "member is required"),
@@ -90,3 +90,15 @@ def test_integer_past_python_int_parsing_limit_is_400(api):
                        headers={**W, "Content-Type": "application/json"})
     assert (response.status_code, response.json["detail"]) == (
         400, "body contains an integer of 5000 digits; at most 308 are accepted")
+
+
+def test_increment_past_2_53_is_a_400_naming_delta(api):
+    put(api, "ann", 2**53 - 1)
+    response = api.post("/v1/leaderboards/game/increments", json={"member": "ann", "delta": 1},
+                        headers=W)
+    assert response.status_code == 400
+    assert response.json["errors"] == [{"index": None, "field": "delta",
+                                        "message": "the resulting score must stay below 2^53 in "
+                                                   "magnitude"}]
+    assert api.get("/v1/leaderboards/game/member", query_string={"member": "ann"},
+                   headers=R).json["score"] == 2**53 - 1

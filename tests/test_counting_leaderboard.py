@@ -6,6 +6,7 @@ import pytest
 
 from ingest.counting import leaderboard as lb
 from ingest.counting.leaderboard import Entry
+from tally.errors import ValidationError
 
 
 @pytest.fixture
@@ -68,3 +69,12 @@ def test_hostile_members_and_cluster(redis_cluster_client):
         lb.update(redis_cluster_client, "b{1}", member, score)
     assert lb.top(redis_cluster_client, "b{1}", 3) == [Entry(1, "a:b c", 2), Entry(2, "😀", 2),
                                                        Entry(3, "{a}", 1)]
+
+
+def test_increment_past_2_53_is_refused_and_changes_nothing(redis_client):
+    lb.update(redis_client, "g", "ann", 2**53 - 1)
+    with pytest.raises(ValidationError) as caught:
+        lb.update(redis_client, "g", "ann", 1, increment=True)
+    assert caught.value.problems == [
+        (None, "delta", "the resulting score must stay below 2^53 in magnitude")]
+    assert lb.entry(redis_client, "g", "ann") == (1, "ann", 2.0**53 - 1)

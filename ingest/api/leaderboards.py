@@ -23,8 +23,8 @@ def _number(payload: dict, name: str) -> float:
     value = payload.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"{name} must be a number", "invalid-body")
-    if abs(value) > 2**53:
-        raise bad_request(f"{name} must be between -2^53 and 2^53", "invalid-body")
+    if abs(value) >= 2**53:
+        raise bad_request(f"{name} must be between -(2^53 - 1) and 2^53 - 1", "invalid-body")
     return value
 
 

@@ -158,7 +158,7 @@ def _leaderboards() -> dict:
     board, member = path("board", NAME), query("member", TEXT, True)
     capacity = query("capacity", {"type": "integer", "minimum": 0, "maximum": 10_000_000},
                      description="keep only the best N members (0: unbounded)")
-    number = {"type": "number", "minimum": -(2**53), "maximum": 2**53}
+    number = {"type": "number", "minimum": -(2**53 - 1), "maximum": 2**53 - 1}
 
     def write(summary: str, field: str) -> dict:
         body = {"application/json": {"schema": obj(["member", field], member=TEXT,

@@ -11,8 +11,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from redis.exceptions import ResponseError
+
 from ingest.counting.keys import LEADERBOARDS, leaderboard_key
 from ingest.counting.scripts import call
+from tally.errors import ValidationError
+
+SCORE_RANGE = "TALLY_SCORE_RANGE"  # prefix of leaderboard_update.lua's refusal
 
 
 class Entry(NamedTuple):
@@ -38,8 +43,15 @@ def update(client, board: str, member: str, score: float, *, increment: bool = F
     """Set (or add to) a member's score; None when a bounded board did not keep it."""
     args = ["incr" if increment else "set", member, _check_score(score), capacity]
     # The registry lets the exporter find boards without scanning the keyspace.
-    stored, rank = call(client, "leaderboard_update", leaderboard_key(board), args,
-                        prelude=[("SADD", LEADERBOARDS, board)])
+    try:
+        stored, rank = call(client, "leaderboard_update", leaderboard_key(board), args,
+                            prelude=[("SADD", LEADERBOARDS, board)])
+    except ResponseError as exc:
+        if str(exc).startswith(SCORE_RANGE):
+            field = "delta" if increment else "score"
+            message = str(exc).removeprefix(SCORE_RANGE).strip()
+            raise ValidationError([(None, field, message)]) from None
+        raise
     return None if stored is None else Entry(rank + 1, member, _score(stored))
 
 
