@@ -107,9 +107,9 @@ def release(client, shards: Sequence[Shard], sink: str, token: str) -> None:
 
 def restore(client, shards: Sequence[Shard], sink: str, token: str) -> int:
     """Put a failed run's marks back into dirty (earliest score kept); return how many."""
-    moved = _per_shard(client, "restore", shards,
-                       lambda s: [s.keys.dirty(sink), s.keys.inflight(sink, token),
-                                  s.keys.leases(sink)], lambda s: [token])
+    moved = _per_shard(client, "recover", shards,
+                       lambda s: [s.keys.dirty(sink), s.keys.leases(sink)],
+                       lambda s: [0, _inflight_prefix(s, sink), token])
     return int(sum(moved))
 
 

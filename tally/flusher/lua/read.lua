@@ -29,32 +29,25 @@ local function split(joined, lengths)
   return names
 end
 
-local function hmget(name, names)
-  local values = {}
+-- One reply per name of a variadic read (HMGET, SMISMEMBER), in chunks below
+-- Lua's unpack limit.
+local function per_name(command, key, names)
+  local replies = {}
   for s = 1, #names, 1000 do
-    local part = redis.call('HMGET', name, unpack(names, s, math.min(s + 999, #names)))
-    for j = 1, #part do values[s + j - 1] = part[j] end
+    local part = redis.call(command, key, unpack(names, s, math.min(s + 999, #names)))
+    for j = 1, #part do replies[s + j - 1] = part[j] end
   end
-  return values
-end
-
-local function members(set, names)
-  local found = {}
-  for s = 1, #names, 1000 do
-    local part = redis.call('SMISMEMBER', set, unpack(names, s, math.min(s + 999, #names)))
-    for j = 1, #part do found[s + j - 1] = part[j] end
-  end
-  return found
+  return replies
 end
 
 local step = featured and 2 or 1
 for b = 1, #KEYS, step do
   local a = 2 + (b - 1) / step * 4
   local names = split(ARGV[a + 1], ARGV[a + 2])
-  local values = hmget(KEYS[b], names)
+  local values = per_name('HMGET', KEYS[b], names)
   if featured then
     local min = ARGV[a] == '-' and math.huge or tonumber(ARGV[a])
-    local found, allow = members(KEYS[b + 1], names), ARGV[a + 3]
+    local found, allow = per_name('SMISMEMBER', KEYS[b + 1], names), ARGV[a + 3]
     for j = 1, #names do
       local v = values[j]
       if v and (tonumber(v) >= min or found[j] == 1 or string.byte(allow, j) == 49) then
