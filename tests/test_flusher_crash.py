@@ -75,3 +75,28 @@ def test_killed_flushers_never_lose_or_double_count(redis_client, redis_url, pg_
     assert per_key == {c: v for c, v in expected(model).items() if c[2] in FEATURED}
     assert totals == expected_totals(model)
     assert not redis_client.keys("*inflight*") and not redis_client.keys("*leases*")
+
+
+def test_concurrent_flushers_never_lose_or_double_count(redis_client, redis_url, pg_conn,
+                                                        postgres_dsn, influx):
+    """Three flushers at once, small batches, events arriving: each mark is stored once, exact."""
+    settings = make_settings(redis_url, postgres_dsn, influx, influx_keys=FEATURED)
+    rng, model, now = random.Random(5), ReferenceModel(), time.time() - 300
+    procs = [_start_flusher(settings, "") for _ in range(3)]
+    try:
+        for _ in range(30):
+            ingest(redis_client, settings, model, stream(rng, now, 40, KEYS), now)
+            now += 5
+            time.sleep(0.05)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            assert proc.wait(timeout=30) == 0
+            proc.stderr.close()
+    flush_all(redis_client, settings)
+    assert stored_pg(postgres_dsn) == expected(model)
+    per_key, totals = stored_influx(influx)
+    assert per_key == {c: v for c, v in expected(model).items() if c[2] in FEATURED}
+    assert totals == expected_totals(model)
+    assert not redis_client.keys("*inflight*") and not redis_client.keys("*leases*")

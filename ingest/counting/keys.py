@@ -139,6 +139,11 @@ def flusher_health(sink: str) -> str:
     return f"tally:flusher:{sink}"
 
 
+def flusher_lock(sink: str) -> str:
+    """String holding the token of the one flusher run writing a sink (see flusher/lock.py)."""
+    return f"tally:flusher:lock:{sink}"
+
+
 def leaderboard_key(board: str) -> str:
     """Sorted set of one leaderboard (scores stored negated; see leaderboard.py)."""
     return f"lb:{{{board}}}"

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import redis
 
 from ingest.counting.config import CountingConfig
-from tally.flusher import featured, handoff, reader
+from tally.flusher import featured, handoff, lock, reader
 from tally.flusher.sink import BucketRow, Sink
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,10 @@ def _noop(point: str) -> None:
 class _Run:
     """State of one run: its token, the shards it holds marks in, and its per-sink selection."""
 
-    def __init__(self, client, config: CountingConfig, sink: Sink, shards, settings, checkpoint):
+    def __init__(self, client, config: CountingConfig, sink: Sink, shards, settings, checkpoint,
+                 token: str):
         self.client, self.config, self.sink, self.shards = client, config, sink, shards
-        self.settings, self.checkpoint = settings, checkpoint
-        self.token = handoff.new_token()
+        self.settings, self.checkpoint, self.token = settings, checkpoint, token
         self.per_shard = max(1, math.ceil(settings.flush_batch_size / max(1, len(shards))))
         self.touched: set[handoff.Shard] = set()
         self.featured = (featured.FeaturedRun(client, config, frozenset(settings.influx_keys),
@@ -55,7 +55,9 @@ class _Run:
 
     def take_and_read(self) -> tuple[int, list[BucketRow]]:
         """Take one batch of marks into the run's lease and read their rows; (marks, rows)."""
-        deadline = time.time() + self.settings.flush_lease_seconds
+        lease = self.settings.flush_lease_seconds
+        lock.renew(self.client, self.sink.name, self.token, lease)
+        deadline = time.time() + lease
         marks = handoff.take(self.client, self.shards, self.sink.name, self.token,
                              self.per_shard, deadline)
         if not marks:
@@ -102,10 +104,25 @@ class _Run:
 
 def flush_sink(client, config: CountingConfig, sink: Sink, settings,
                checkpoint: Callable[[str], None] = _noop) -> RunResult:
-    """Recover expired leases, then flush rounds until the sink's dirty sets are empty."""
+    """Recover expired leases, then flush rounds until the sink's dirty sets are empty.
+
+    Runs only while holding the sink's lock; when another flusher holds it,
+    returns at once having done nothing (it will flush these marks).
+    """
+    token = handoff.new_token()
+    if not lock.acquire(client, sink.name, token, settings.flush_lease_seconds):
+        return RunResult(0, 0, 0)
+    try:
+        return _locked_run(client, config, sink, settings, checkpoint, token)
+    finally:
+        lock.release(client, sink.name, token)
+
+
+def _locked_run(client, config: CountingConfig, sink: Sink, settings, checkpoint,
+                token: str) -> RunResult:
     shards = handoff.discover(client, config.shards)
     recovered = handoff.recover(client, shards, sink.name, time.time())
-    run = _Run(client, config, sink, shards, settings, checkpoint)
+    run = _Run(client, config, sink, shards, settings, checkpoint, token)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix=f"flush-{sink.name}") as writer:
             total_marks, total_rows = run.rounds(writer)

@@ -20,7 +20,7 @@ import redis
 
 from ingest.counting.config import CountingConfig
 from tally.errors import SinkError
-from tally.flusher import flush, handoff, maintenance, metrics
+from tally.flusher import flush, handoff, lock, maintenance, metrics
 from tally.flusher.sink import build_sink
 from tally.redis_connect import connect
 
@@ -72,7 +72,7 @@ class SinkLoop:
         error, result = None, flush.RunResult(0, 0, 0)
         try:
             result = flush.flush_sink(client, config, self.sink, settings, checkpoint)
-        except (SinkError, redis.RedisError) as exc:
+        except (SinkError, lock.LockLost, redis.RedisError) as exc:
             error = str(exc) or type(exc).__name__
         self.failures = self.failures + 1 if error else 0
         backoff = min(MAX_BACKOFF, 2.0 ** (self.failures - 1)) if error else 0.0
