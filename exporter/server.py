@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from exporter.collector import TallyCollector
 from ingest.counting.config import CountingConfig
 from tally.errors import ServiceError
-from tally.redis_connect import connect
+from tally.redis_connect import connect, disconnect
 from tally.settings import Settings
 
 # A scrape must finish well inside Prometheus' default 10 s scrape timeout.
@@ -50,5 +50,5 @@ def main(args, settings: Settings) -> int:
     finally:
         server.shutdown()
         server.server_close()
-        client.close()
+        disconnect(client)
     return 0

@@ -1,5 +1,9 @@
 """Fixtures live in tests/fix_*.py; each starts a real server (see docs/stack.md)."""
 
+import gc
+
+import pytest
+
 pytest_plugins = [
     "tests.fix_mode",
     "tests.fix_redis",
@@ -7,3 +11,14 @@ pytest_plugins = [
     "tests.fix_influx",
     "tests.fix_prometheus",
 ]
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_after_each_test():
+    """Collect garbage after every test, so a leaked socket fails the test that leaked it.
+
+    With warnings as errors, an unclosed socket found by the collector at some
+    later point would fail whichever test (or the session's end) runs then.
+    """
+    yield
+    gc.collect()

@@ -8,6 +8,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from tally.redis_connect import disconnect
 from tally.stack import services
 from tally.stack.cluster import create_cluster
 from tally.stack.process import free_ports
@@ -54,4 +55,4 @@ def redis_cluster_client(redis_cluster_url) -> RedisCluster:
     client.flushall(target_nodes=RedisCluster.PRIMARIES)
     yield client
     client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    client.close()
+    disconnect(client)

@@ -9,7 +9,7 @@ from flask import Flask, current_app
 from redis.cluster import RedisCluster
 
 from ingest.counting.config import CountingConfig
-from tally.redis_connect import connect
+from tally.redis_connect import connect, disconnect
 from tally.settings import Settings
 
 EXTENSION = "tally"
@@ -25,7 +25,7 @@ class Resources:
 
     def close(self) -> None:
         """Release the Redis connections (tests build many apps in one process)."""
-        self.client.close()
+        disconnect(self.client)
 
 
 def init_app(app: Flask, settings: Settings) -> Resources:

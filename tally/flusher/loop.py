@@ -22,7 +22,7 @@ from ingest.counting.config import CountingConfig
 from tally.errors import SinkError
 from tally.flusher import flush, handoff, lock, maintenance, metrics
 from tally.flusher.sink import build_sink
-from tally.redis_connect import connect
+from tally.redis_connect import connect, disconnect
 
 MAX_BACKOFF = 60.0
 log = logging.getLogger("tally.flusher")
@@ -134,7 +134,7 @@ def main(args, settings) -> int:
     finally:
         for loop in loops:
             loop.sink.close()
-        client.close()
+        disconnect(client)
         log.info("stopped", extra={"fields": {"ok": ok}})
     return 0 if ok or not args.once else 1
 
