@@ -55,6 +55,16 @@ def _kill_when_paused(proc: subprocess.Popen, point: str, timeout: float = 20.0)
     return f'"point": "{point}"'.encode() in seen
 
 
+def assert_exact_after_clean_flush(redis_client, settings, model) -> None:
+    """One clean flush; then both sinks equal the model and no mark is left in flight."""
+    flush_all(redis_client, settings)
+    assert stored_pg(settings.postgres_dsn) == expected(model)
+    per_key, totals = stored_influx(settings.influx_url)
+    assert per_key == {c: v for c, v in expected(model).items() if c[2] in FEATURED}
+    assert totals == expected_totals(model)
+    assert not redis_client.keys("*inflight*") and not redis_client.keys("*leases*")
+
+
 def test_killed_flushers_never_lose_or_double_count(redis_client, redis_url, pg_conn,
                                                     postgres_dsn, influx):
     """>= 20 kills at every point while events arrive; after recovery both sinks are exact."""
@@ -69,12 +79,7 @@ def test_killed_flushers_never_lose_or_double_count(redis_client, redis_url, pg_
         kills += _kill_when_paused(proc, point)
     assert kills >= 20
     time.sleep(1.1)  # every lease expires; the clean flush recovers the marks
-    flush_all(redis_client, settings)
-    assert stored_pg(postgres_dsn) == expected(model)
-    per_key, totals = stored_influx(influx)
-    assert per_key == {c: v for c, v in expected(model).items() if c[2] in FEATURED}
-    assert totals == expected_totals(model)
-    assert not redis_client.keys("*inflight*") and not redis_client.keys("*leases*")
+    assert_exact_after_clean_flush(redis_client, settings, model)
 
 
 def test_concurrent_flushers_never_lose_or_double_count(redis_client, redis_url, pg_conn,
@@ -94,9 +99,4 @@ def test_concurrent_flushers_never_lose_or_double_count(redis_client, redis_url,
         for proc in procs:
             assert proc.wait(timeout=30) == 0
             proc.stderr.close()
-    flush_all(redis_client, settings)
-    assert stored_pg(postgres_dsn) == expected(model)
-    per_key, totals = stored_influx(influx)
-    assert per_key == {c: v for c, v in expected(model).items() if c[2] in FEATURED}
-    assert totals == expected_totals(model)
-    assert not redis_client.keys("*inflight*") and not redis_client.keys("*leases*")
+    assert_exact_after_clean_flush(redis_client, settings, model)
