@@ -139,3 +139,14 @@ def test_batch_that_would_overflow_a_total_changes_nothing(redis_client):
         apply_batch(redis_client, CONFIG, more, now=NOW)
     assert snapshot(redis_client) == before
     assert apply_batch(redis_client, CONFIG, more[:1], now=NOW) == BatchResult(1, 0)
+
+
+def test_near_the_limit_only_a_key_that_would_overflow_is_refused(redis_client):
+    """The shard statistic passing the limit makes the script read key totals, not refuse."""
+    one_shard = CountingConfig(shards=1)
+    apply_batch(redis_client, one_shard, [event("a", value=MAX_VALUE)] * 1020, now=NOW)
+    assert apply_batch(redis_client, one_shard, [event("b", value=MAX_VALUE)] * 10,
+                       now=NOW) == BatchResult(10, 0)
+    with pytest.raises(CountOverflowError, match="key a would pass"):
+        apply_batch(redis_client, one_shard, [event("a", value=MAX_VALUE)] * 10, now=NOW)
+    assert reads.total(redis_client, one_shard, "views", "b") == 10 * MAX_VALUE

@@ -434,21 +434,26 @@ end
 -- Counts are 64-bit integers in Redis, PostgreSQL and InfluxDB. Every bucket
 -- of a key is at most the key's all-time total, so a batch is refused, before
 -- its first write, when it could carry any total past LIMIT (duplicates
--- counted too: an upper bound). A refused batch changes nothing.
+-- counted too: an upper bound). A refused batch changes nothing. The shard's
+-- value statistic bounds every key total in it, so one HGET per tag settles
+-- the check on the hot path; key totals are read only near the limit.
 local LIMIT = 9.2e18  -- below 2^63 by far more than a double's rounding error
 local function overflowing_key()
   for _, group in ipairs(groups) do
-    local names, sums = {}, {}
+    local names, sums, group_sum = {}, {}, 0
     for _, entry in ipairs(group[4]) do
       local sum = 0
       for _, run in ipairs(entry[2]) do sum = sum + run[2] * (run[3] + run[4] + run[5]) end
-      names[#names + 1], sums[#sums + 1] = entry[1], sum
+      names[#names + 1], sums[#sums + 1], group_sum = entry[1], sum, group_sum + sum
     end
-    for from = 1, #names, CHUNK do
-      local to = min(from + CHUNK - 1, #names)
-      local totals = call('HMGET', group[1] .. 'total', unpack(names, from, to))
-      for j = from, to do
-        if (tonumber(totals[j - from + 1]) or 0) + sums[j] > LIMIT then return names[j] end
+    local shard_value = tonumber(call('HGET', group[1] .. 'stats', 'value')) or 0
+    if shard_value + group_sum > LIMIT then
+      for from = 1, #names, CHUNK do
+        local to = min(from + CHUNK - 1, #names)
+        local totals = call('HMGET', group[1] .. 'total', unpack(names, from, to))
+        for j = from, to do
+          if (tonumber(totals[j - from + 1]) or 0) + sums[j] > LIMIT then return names[j] end
+        end
       end
     end
   end
