@@ -3,7 +3,7 @@
 A scrape is two pipelined round trips (discovery, then every per-counter and
 per-shard number) plus one small pipeline per counter for its top keys
 (`reads.top`). On a Redis Cluster, unique users of a counter merge HyperLogLogs
-from different slots through `reads._pfcount_across_slots`.
+from different slots through `reads.pfcount_across_slots`.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def _take_counter(results, config: CountingConfig, sinks, windows, dirty: dict[s
 
 def _cluster_uniques(client, config: CountingConfig, counter: str, indexes) -> dict[str, int]:
     shards = [keys.shard_keys(counter, s) for s in range(config.shards)]
-    return {window: reads._pfcount_across_slots(client, [s.counter_hll(res, index)
+    return {window: reads.pfcount_across_slots(client, [s.counter_hll(res, index)
                                                          for s in shards])
             for window, (res, index) in indexes.items()}
 

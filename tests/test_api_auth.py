@@ -13,14 +13,6 @@ from tests.test_api_support import READ, WRITE, R, W, make_app, settings
 EVENT = {"counter": "views", "key": "k"}
 
 
-@pytest.fixture
-def api(redis_url, redis_client):
-    """A test client of an app with one write and one read token."""
-    app = make_app(redis_url)
-    yield app.test_client()
-    close_app(app)
-
-
 @pytest.mark.parametrize(("headers", "challenge"), [
     ({}, 'Bearer realm="tally"'),
     ({"Authorization": "Bearer nope"}, 'Bearer realm="tally", error="invalid_token"'),

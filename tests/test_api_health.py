@@ -5,20 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
-import pytest
-
 from ingest.api import close_app
 from ingest.api.openapi import document
 from tally.stack.process import free_ports
 from tests.test_api_support import R, W, make_app
-
-
-@pytest.fixture
-def api(redis_url, redis_client):
-    """A test client of an app on the test Redis."""
-    app = make_app(redis_url)
-    yield app.test_client()
-    close_app(app)
 
 
 def test_healthz_and_readyz(api):

@@ -8,14 +8,6 @@ from ingest.api import close_app
 from tests.test_api_support import R, W, make_app
 
 
-@pytest.fixture
-def api(redis_url, redis_client):
-    """A test client of an app on the test Redis."""
-    app = make_app(redis_url)
-    yield app.test_client()
-    close_app(app)
-
-
 def put(api, member, score, board="game", **query):
     """Set a score; return the JSON answer."""
     return api.put(f"/v1/leaderboards/{board}/scores", json={"member": member, "score": score},

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.api import close_app
 from ingest.api.ratelimits import Limit, parse_limits
 from tally.errors import ConfigError
-from tests.test_api_support import W, make_app
-
-
-@pytest.fixture
-def api(redis_url, redis_client):
-    """A test client with limits api=3/60 and login=1/1."""
-    app = make_app(redis_url)
-    yield app.test_client()
-    close_app(app)
+from tests.test_api_support import W
 
 
 def test_allows_up_to_the_limit_then_429(api):

@@ -16,14 +16,6 @@ MINUTE = NOW // 60 * 60
 YESTERDAY = NOW // 86400 * 86400 - 1  # last second of the previous UTC day
 
 
-@pytest.fixture
-def api(redis_url, redis_client):
-    """A test client of an app that reads series from Redis alone."""
-    app = make_app(redis_url)
-    yield app.test_client()
-    close_app(app)
-
-
 def post(api, events):
     """Post events with the write token; return the JSON answer."""
     response = api.post("/v1/events", json=events, headers=W)

@@ -46,7 +46,7 @@ def unique_views(client, config: CountingConfig, counter: str, key: str,
     return sum(_sum_fields(client, lookups))
 
 
-def _pfcount_across_slots(client, names: list[str]) -> int:
+def pfcount_across_slots(client, names: list[str]) -> int:
     # PFCOUNT over several keys needs one slot on a cluster: copy the raw
     # HyperLogLogs under one temporary tag, count, and drop the copies.
     pipe = client.pipeline(transaction=False)
@@ -73,7 +73,7 @@ def uniques(client, config: CountingConfig, counter: str, key: str, resolution: 
     shards = _shards(config, counter, key)
     names = [s.hll(resolution, i, key) for s in shards for i in indexes]
     if isinstance(client, RedisCluster) and len(shards) > 1:
-        return _pfcount_across_slots(client, names)
+        return pfcount_across_slots(client, names)
     return client.pfcount(*names)
 
 
