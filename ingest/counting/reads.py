@@ -47,8 +47,7 @@ def unique_views(client, config: CountingConfig, counter: str, key: str,
 
 
 def pfcount_across_slots(client, names: list[str]) -> int:
-    # PFCOUNT over several keys needs one slot on a cluster: copy the raw
-    # HyperLogLogs under one temporary tag, count, and drop the copies.
+    """PFCOUNT of HyperLogLogs in different cluster slots (copied under one temporary tag)."""
     pipe = client.pipeline(transaction=False)
     for name in names:  # MGET cannot span slots
         pipe.get(name)
