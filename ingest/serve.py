@@ -1,20 +1,25 @@
 """`tally serve`: the ingest API under gunicorn, with Prometheus multiprocess metrics.
 
-The app is built in each worker after the fork (no preload), so every worker
-has its own Redis connections; PROMETHEUS_MULTIPROC_DIR points at a fresh
-folder before anything imports prometheus_client, so /metrics on any worker
-reports the sum over all of them.
+gunicorn's master supervises the workers (a killed worker is replaced,
+SIGTERM drains them gracefully); each worker is an ingest.worker.IngestWorker,
+which serves connections as gevent greenlets under header and body deadlines
+and a connection limit, so slow clients cannot occupy it. The app is built in
+each worker after the fork (no preload), so every worker has its own Redis
+connections; PROMETHEUS_MULTIPROC_DIR points at a fresh folder before
+anything imports prometheus_client, so /metrics on any worker reports the sum
+over all of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 from tally.errors import ConfigError
 from tally.settings import Settings
@@ -37,13 +42,22 @@ class JsonLines(logging.Formatter):
         return json.dumps(line)
 
 
-def configure_logging() -> None:
-    """JSON lines on stderr for the app's loggers (gunicorn keeps its own error log)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+def logging_config() -> dict:
+    """One JSON-lines handler on stderr for the app's loggers and gunicorn's own.
+
+    gunicorn applies this in the master before forking, so workers inherit it;
+    its access log stays off (the app writes one JSON line per request).
+    """
+    stderr = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+              "formatter": "json"}
+    return {"version": 1, "disable_existing_loggers": False,
+            "formatters": {"json": {"()": JsonLines}},
+            "handlers": {"stderr": stderr},
+            "root": {"level": "INFO", "handlers": ["stderr"]},
+            "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"],
+                                           "propagate": False},
+                        "gunicorn.access": {"level": "INFO", "handlers": [],
+                                            "propagate": False}}}
 
 
 def default_workers() -> int:
@@ -52,25 +66,37 @@ def default_workers() -> int:
 
 
 def gunicorn_options(settings: Settings, workers: int) -> dict:
-    """Gunicorn settings: bind, workers, and the hook that retires a dead worker's metrics."""
+    """Gunicorn settings: bind, workers, the deadlines, and the hook that retires a dead worker."""
+    from ingest.worker import OVERFLOW
+
     def child_exit(server, worker) -> None:
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(worker.pid)
 
     return {"bind": f"{settings.ingest_host}:{settings.ingest_port}", "workers": workers,
-            "worker_class": "gthread", "threads": 4, "keepalive": 5, "timeout": 30,
-            "graceful_timeout": 10, "accesslog": None, "errorlog": "-",
-            "proc_name": "tally-ingest", "child_exit": child_exit,
+            "worker_class": "ingest.worker.IngestWorker",
+            # IngestWorker answers connections past the limit 503; gunicorn's pool holds both.
+            "worker_connections": settings.ingest_max_connections + OVERFLOW,
+            # gunicorn reads the next request under a deadline only when keep-alive is on;
+            # IngestWorker's deadline is TALLY_INGEST_HEADER_TIMEOUT itself.
+            "keepalive": max(1, math.ceil(settings.ingest_header_timeout)),
+            "timeout": 30, "graceful_timeout": 10, "accesslog": None, "errorlog": "-",
+            "logconfig_dict": logging_config(), "proc_name": "tally-ingest",
+            "child_exit": child_exit,
             # gunicorn >= 25 opens a control socket at one shared path per user:
             # two instances (tests, blue/green) would fight over it.
             "control_socket_disable": True}
 
 
-def _application(settings: Settings, options: dict):
+def _application(settings: Settings, options: dict, load_app: Callable[[], object]):
     from gunicorn.app.base import BaseApplication
 
     class IngestApplication(BaseApplication):
-        """Gunicorn driven from Python: options from Settings, the app from create_app."""
+        """Gunicorn driven from Python: options and settings from Tally, the app per worker."""
+
+        def __init__(self) -> None:
+            self.settings = settings  # read by ingest.worker.IngestWorker
+            super().__init__()
 
         def load_config(self) -> None:
             for name, value in options.items():
@@ -78,10 +104,23 @@ def _application(settings: Settings, options: dict):
                     self.cfg.set(name, value)
 
         def load(self):
-            from ingest.api import create_app
-            return create_app(settings)
+            return load_app()
 
     return IngestApplication()
+
+
+def serve(settings: Settings, workers: int, load_app: Callable[[], object]) -> None:
+    """Run `load_app()`'s WSGI app in `workers` IngestWorker processes until SIGINT/SIGTERM.
+
+    `load_app` runs in each worker after the fork; the benchmark passes a bare
+    app here so it is measured under exactly the server `tally serve` runs.
+    """
+    metrics_dir = tempfile.mkdtemp(prefix=f"tally-ingest-metrics-{int(time.time())}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _application(settings, gunicorn_options(settings, workers), load_app).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def main(args, settings: Settings) -> int:
@@ -92,11 +131,10 @@ def main(args, settings: Settings) -> int:
         raise ConfigError("no TALLY_WRITE_TOKENS or TALLY_READ_TOKENS configured; set tokens "
                           "or pass --insecure-no-auth")
     workers = getattr(args, "workers", None) or settings.ingest_workers or default_workers()
-    metrics_dir = tempfile.mkdtemp(prefix=f"tally-ingest-metrics-{int(time.time())}-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    configure_logging()
-    try:
-        _application(settings, gunicorn_options(settings, workers)).run()
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    def load_app():
+        from ingest.api import create_app
+        return create_app(settings)
+
+    serve(settings, workers, load_app)
     return 0

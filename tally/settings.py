@@ -63,6 +63,9 @@ class Settings:
     rate_limits: str = "api=100/60"  # "name=max/window_seconds" separated by commas
     ingest_host: str = "127.0.0.1"
     ingest_workers: int = 0  # 0: 2 * cores + 1, capped at 8
+    ingest_header_timeout: float = 5.0  # seconds to send a request line and headers
+    ingest_body_timeout: float = 15.0  # seconds to send a whole request body
+    ingest_max_connections: int = 1000  # open connections per worker; more get a 503
     insecure_no_auth: bool = False  # serve without bearer tokens (logs a warning)
     series_history: bool = True  # merge TimescaleDB rows into /series (else Redis alone)
     leaderboard_capacity: int = 0  # default bound on leaderboard size (0: unbounded)
@@ -100,7 +103,8 @@ class Settings:
 
 POSITIVE = ("shards", "dedup_window", "bloom_capacity", "max_batch_events", "max_body_bytes",
             "flush_interval", "flush_batch_size", "flush_lease_seconds",
-            "flush_maintenance_interval")
+            "flush_maintenance_interval", "ingest_header_timeout", "ingest_body_timeout",
+            "ingest_max_connections")
 NON_NEGATIVE = ("accepted_lateness", "clock_skew", "outage_budget", "ingest_workers",
                 "leaderboard_capacity", "influx_top_n", "exporter_top_n")
 
