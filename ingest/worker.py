@@ -160,6 +160,18 @@ class IngestWorker(GeventWorker):
         finally:
             self.open_connections -= 1
 
+    def handle_request(self, listener_name, req, sock, addr):
+        """Serve one request; a stopping worker then closes the connection instead of waiting.
+
+        Without this a kept-alive connection would hold a stopping worker for
+        the whole head deadline (gunicorn only marks responses "close" for
+        requests that arrive after the stop began).
+        """
+        keep = super().handle_request(listener_name, req, sock, addr)
+        if not self.alive:
+            raise StopIteration
+        return keep
+
     def _refuse(self, client) -> None:
         detail = (f"this worker has {self.max_connections} open connections, its limit; "
                   "retry shortly")

@@ -1,4 +1,5 @@
-"""The API under a real `tally serve` (gunicorn, several workers) on a free port."""
+"""The API under a real `tally serve` (gunicorn master, IngestWorker processes) on a free port:
+metrics summed over workers, a killed worker replaced, SIGTERM draining requests in flight."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 import re
 import signal
+import socket
+import time
 
 import pytest
 import requests
@@ -78,3 +81,56 @@ def test_metrics_sum_over_workers(served, redis_client):
              for line in log.read_text().splitlines() if line.startswith('{"ts"')]
     served_by = {line["pid"] for line in lines if line.get("route") == "/v1/events"}
     assert set(workers) <= served_by
+
+
+def test_killed_worker_is_replaced_and_its_counts_kept(redis_url, redis_client, tmp_path):
+    with gunicorn(redis_url, 2, tmp_path) as (base, master):
+        before = worker_pids(master.pid, 2)
+        for i in range(10):
+            event = {"counter": "kill", "key": "k", "id": f"k{i}"}
+            assert requests.post(f"{base}/v1/events", json=event, headers=W,
+                                 timeout=10).status_code == 200
+        counted = _metric(requests.get(f"{base}/metrics", timeout=10).text,
+                          "tally_ingest_events_total", 'outcome="accepted"')
+        os.kill(before[0], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            after = worker_pids(master.pid, 2, timeout=0.5)
+            if len(after) == 2 and before[0] not in after:
+                break
+            time.sleep(0.2)
+        assert len(after) == 2 and before[0] not in after and before[1] in after
+        replacement = (set(after) - set(before)).pop()
+        os.kill(before[1], signal.SIGSTOP)  # only the replacement can answer now
+        try:
+            assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+            text = requests.get(f"{base}/metrics", timeout=10).text
+        finally:
+            os.kill(before[1], signal.SIGCONT)
+        # the dead worker's counts stay in the sum (counters live in the multiprocess folder)
+        assert _metric(text, "tally_ingest_events_total", 'outcome="accepted"') == counted == 10
+    log = next(tmp_path.glob("serve-*.log")).read_text().splitlines()
+    pids = {json.loads(line).get("pid") for line in log if '"route"' in line}
+    assert replacement in pids
+
+
+def test_sigterm_finishes_the_request_in_flight(redis_url, redis_client, tmp_path):
+    body = json.dumps({"counter": "drain", "key": "k", "id": "d1"}).encode()
+    head = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: " + W["Authorization"].encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    with gunicorn(redis_url, 1, tmp_path) as (base, master):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(head + body[:5])
+            time.sleep(0.3)
+            master.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            sock.sendall(body[5:])
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {"accepted": 1, "duplicates": 0}
+        assert master.wait(timeout=15) == 0
+    assert redis_client.keys("*drain*") != []
