@@ -26,6 +26,8 @@ from tally.settings import Settings
 
 MAX_DEFAULT_WORKERS = 8
 ACCESS_LOGGER = "tally.ingest.access"
+# Open files a worker needs besides client connections: Redis sockets, logs, metric files.
+FILES_BESIDES_CONNECTIONS = 256
 
 
 class JsonLines(logging.Formatter):
@@ -109,12 +111,36 @@ def _application(settings: Settings, options: dict, load_app: Callable[[], objec
     return IngestApplication()
 
 
+def raise_open_file_limit(settings: Settings) -> None:
+    """Let each worker hold its connection limit: raise the soft open-file limit if needed.
+
+    Many hosts and container runtimes start processes with a soft limit of
+    1024, below the default 1000 connections plus Redis sockets and files.
+    """
+    import resource
+
+    from ingest.worker import OVERFLOW
+
+    needed = settings.ingest_max_connections + OVERFLOW + FILES_BESIDES_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        logging.getLogger("tally.ingest").warning(
+            "open-file limit %d is below the %d that TALLY_INGEST_MAX_CONNECTIONS=%d needs; "
+            "raise it (ulimit -n) or lower the setting", target, needed,
+            settings.ingest_max_connections)
+
+
 def serve(settings: Settings, workers: int, load_app: Callable[[], object]) -> None:
     """Run `load_app()`'s WSGI app in `workers` IngestWorker processes until SIGINT/SIGTERM.
 
     `load_app` runs in each worker after the fork; the benchmark passes a bare
     app here so it is measured under exactly the server `tally serve` runs.
     """
+    raise_open_file_limit(settings)
     metrics_dir = tempfile.mkdtemp(prefix=f"tally-ingest-metrics-{int(time.time())}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:

@@ -161,7 +161,9 @@ class IngestWorker(GeventWorker):
             self.open_connections -= 1
 
     def handle_request(self, listener_name, req, sock, addr):
-        """Serve one request; a stopping worker then closes the connection instead of waiting.
+        """Serve one request, then let other connections' greenlets run before the next one.
+
+        A stopping worker closes the connection after the response instead of waiting.
 
         Without this a kept-alive connection would hold a stopping worker for
         the whole head deadline (gunicorn only marks responses "close" for
@@ -170,6 +172,10 @@ class IngestWorker(GeventWorker):
         keep = super().handle_request(listener_name, req, sock, addr)
         if not self.alive:
             raise StopIteration
+        # A fast client's next request is often already buffered, so reading it
+        # would not yield: without this, a few connections ping-pong while the
+        # others wait (measured: half the requests of 64 connections took >250 ms).
+        gevent.sleep(0)
         return keep
 
     def _refuse(self, client) -> None:

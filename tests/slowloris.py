@@ -70,6 +70,7 @@ class Siege:
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request
     replenish: bool = True  # open a new connection of the same kind when one is dropped
     connections: list[Hostile] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # open connections at each tick
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -141,6 +142,7 @@ class Siege:
                         self._send(conn, b" ")
                 if self.replenish:
                     self._replenish()
+                self.sizes.append(len(self.open_now()))
 
     def _replenish(self) -> None:
         """Reopen dropped connections, as a real attacker would, so the siege keeps its size."""

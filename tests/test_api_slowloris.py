@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import time
 
 import pytest
@@ -54,9 +55,9 @@ def test_500_slow_connections_leave_normal_requests_fast(server, redis_client):
     base, port, _ = server
     with Siege("127.0.0.1", port, SIEGE, headers=W) as siege:
         results = timed_requests(base, SIEGE_SECONDS, W)
-        still_open = len(siege.open_now())
     seconds = [s for s, _ in results]
-    assert still_open >= 0.9 * sum(SIEGE.values())  # the siege was at full size to the end
+    # full size most of the time (dropped connections are reopened within a second)
+    assert statistics.median(siege.sizes) >= 0.9 * sum(SIEGE.values()), siege.sizes
     assert [status for _, status in results if status != 200] == []
     assert len(results) > 100
     assert percentile(seconds, 99) < 1.0, f"p99 {percentile(seconds, 99):.3f} s"
