@@ -102,7 +102,9 @@ def test_too_old_event_rejected_with_reason(api):
     (b"[" * 1000 + b"]" * 1000, "too-deep", "body is JSON nested too deeply"),
     (b"[]", "empty-batch", "the batch is empty; send at least one event"),
     (b'"views"', "invalid-body",
-     "body must be a JSON array of event objects or one event object"),
+     "body must be a JSON array of event objects or one event object, not a string"),
+    (b' null ', "invalid-body",
+     "body must be a JSON array of event objects or one event object, not null"),
     (b'[{"key": "\xff"}]', "invalid-utf8", "body is not valid UTF-8 (byte 10)"),
     (b'[{"counter": "views", "key": "a", "value": ' + b"9" * 1900 + b"}]", "invalid-body",
      "body contains an integer of 1900 digits; at most 308 are accepted"),
@@ -133,7 +135,7 @@ def test_ndjson_error_names_the_line(api):
 def test_too_many_events_is_413(api):
     response = api.post("/v1/events", json=[EVENT] * 11, headers=W)
     assert response.status_code == 413
-    assert response.json["detail"] == "the batch has 11 events; the limit is 10"
+    assert response.json["detail"] == "the batch has more than 10 events; the limit is 10"
 
 
 def test_body_over_limit_is_413(api):
@@ -183,3 +185,38 @@ def test_batch_that_would_overflow_a_count_is_a_422_and_changes_nothing(api, red
     assert response.json["type"].endswith("count-overflow")
     assert "all-time total of key k would pass 9.2e18" in response.json["detail"]
     assert snapshot(redis_client) == before
+
+
+@pytest.mark.parametrize(("field", "message"), [
+    ("id", "must not be null; leave the field out for an event without id"),
+    ("user", "must not be null; leave the field out for an event without user"),
+    ("value", "must not be null; leave the field out for the value 1"),
+    ("ts", "must not be null; leave the field out for the time of arrival"),
+    ("counter", "must not be null"),
+    ("key", "must not be null"),
+])
+def test_a_null_field_is_refused_naming_it(api, redis_client, field, message):
+    """"id": null counted a retried event once per retry, as if it had no id."""
+    event = {"counter": "views", "key": "video:1", "id": "n1", field: None}
+    for _ in range(3):
+        response = api.post("/v1/events", json=[event], headers=W)
+        assert response.status_code == 400
+        assert response.json["errors"] == [{"index": 0, "field": field, "message": message}]
+    assert snapshot(redis_client) == {}
+
+
+@pytest.mark.parametrize("key", ["\U0001FAE8", "shaking face \U0001FAE8", "\U0001FADF x",
+                                 "\U0001FAE9"])
+def test_emoji_of_recent_unicode_versions_are_printable(api, redis_client, key):
+    """U+1FAE8 (Unicode 15) and U+1FAE9, U+1FADF (Unicode 16) were refused as unprintable."""
+    response = api.post("/v1/events", json=[{"counter": "views", "key": key, "user": key,
+                                             "id": key}], headers=W)
+    assert response.json == {"accepted": 1, "duplicates": 0}
+    assert total(redis_client, key) == 1
+
+
+@pytest.mark.parametrize("key", ["a\u0378", "\U000E0001", "a\u2028b", "\u00ad", "\U0010FFFF"])
+def test_unassigned_and_format_characters_stay_unprintable(api, key):
+    response = api.post("/v1/events", json=[{"counter": "views", "key": key}], headers=W)
+    assert response.json["errors"] == [
+        {"index": 0, "field": "key", "message": "must be printable UTF-8 (no control characters)"}]

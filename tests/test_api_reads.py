@@ -47,8 +47,14 @@ def test_counts_of_a_key(api):
      "from must be RFC 3339 with a time zone, e.g. 2026-11-28T10:15:03Z (or epoch seconds)"),
     ("/v1/counters/views/series?key=a&from=100&to=50", "from must be earlier than to"),
     ("/v1/counters/views/series?key=a&from=0&to=700000",
-     "the range holds 11667 points at step 1m; at most 10080 per request: narrow from/to or "
-     "use a coarser step"),
+     "from-to spans 700000 s, longer than 10080 steps of 1m (604800 s) per request: narrow "
+     "from/to or use a coarser step"),
+    ("/v1/counters/views/series?key=a&from=30&to=604830.5",
+     "from-to spans 604800.5 s, longer than 10080 steps of 1m (604800 s) per request: narrow "
+     "from/to or use a coarser step"),
+    ("/v1/counters/views/series?key=a&step=1h&from=0&to=36288000.001",
+     "from-to spans 36288000.001 s, longer than 10080 steps of 1h (36288000 s) per request: "
+     "narrow from/to or use a coarser step"),
     ("/v1/counters/views/top?k=1&k=2000", "k must be given once"),
     ("/v1/counters/views/top?date=2026-01-01&date=x", "date must be given once"),
     ("/v1/counters/views/top?window=day&window=all", "window must be given once"),
@@ -67,6 +73,21 @@ def test_counts_of_a_key(api):
 def test_bad_parameters_are_precise_400s(api, url, detail):
     response = api.get(url, headers=R)
     assert (response.status_code, response.json["detail"]) == (400, detail)
+
+
+@pytest.mark.parametrize(("start", "points"), [(MINUTE - 7 * 86400, 10_080),
+                                               (MINUTE - 7 * 86400 + 30, 10_081),
+                                               (NOW - 7 * 86400 + 0.25, 10_081)])
+def test_a_week_of_minutes_is_one_request_aligned_or_not(api, start, points):
+    """The limit is on to - from: an unaligned week touches 10,081 minutes and is allowed."""
+    post(api, [{"counter": "views", "key": "w", "value": 3, "ts": NOW - 60}])
+    response = api.get("/v1/counters/views/series", headers=R, query_string={
+        "key": "w", "from": str(start), "to": str(start + 7 * 86400)})
+    assert response.status_code == 200, response.json
+    series = response.json["points"]
+    assert len(series) == points
+    assert series[0]["ts"] == int(start) // 60 * 60
+    assert sum(p["value"] for p in series) == 3
 
 
 @pytest.mark.parametrize("step", ["1m", "1h", "1d"])

@@ -2,7 +2,13 @@
 
 import pytest
 
-from ingest.counting.events import Event, validate_batch, validate_event
+from ingest.counting.events import (
+    MAX_PROBLEMS,
+    Event,
+    InvalidBatch,
+    validate_batch,
+    validate_event,
+)
 from tally.errors import ValidationError
 
 NOW = 1_800_000_000.0
@@ -31,6 +37,15 @@ def problems(raw: object) -> list[tuple[str, str]]:
     ({"counter": "v", "key": "k", "ts": NOW + 301},
      [("ts", "is more than 300 s in the future (allowed clock skew)")]),
     ({"counter": "v", "key": "k", "vaule": 5}, [("vaule", "is not a known field")]),
+    ({"counter": "v", "key": "k", "id": None},
+     [("id", "must not be null; leave the field out for an event without id")]),
+    ({"counter": None, "key": None, "user": None, "value": None, "ts": None},
+     [("counter", "must not be null"), ("key", "must not be null"),
+      ("user", "must not be null; leave the field out for an event without user"),
+      ("value", "must not be null; leave the field out for the value 1"),
+      ("ts", "must not be null; leave the field out for the time of arrival")]),
+    ({"counter": "v", "key": "\U0001FAE8\u0378"},
+     [("key", "must be printable UTF-8 (no control characters)")]),
     ([1], [("", "event must be a JSON object")]),
 ])
 def test_bad_events_name_the_field_and_why(raw, expected):
@@ -42,8 +57,33 @@ def test_good_event_defaults_value_and_time():
     assert (event, found) == (Event("v", "k/é 🎬", int(NOW)), [])
 
 
+def test_emoji_of_unicode_15_and_later_are_printable():
+    raw = {"counter": "v", "key": "\U0001FAE8", "id": "\U0001FADF", "user": "\U0001FAE9"}
+    event, found = validate_event(raw, NOW, 3600, 300)
+    assert (event, found) == (Event("v", "\U0001FAE8", int(NOW), id="\U0001FADF",
+                                    user="\U0001FAE9"), [])
+
+
 def test_a_batch_reports_every_problem_with_its_index():
     with pytest.raises(ValidationError) as caught:
         validate_batch([{"counter": "v", "key": "k"}, {"key": 1}], NOW, 3600, 300)
     assert caught.value.problems == [(1, "counter", "is required"),
                                      (1, "key", "must be a string")]
+
+
+def test_a_batch_is_checked_lazily_and_lists_at_most_max_problems():
+    taken = []
+
+    def raws():
+        for n in range(300):
+            taken.append(n)
+            yield {"counter": "v", "key": "k", "a": 1, "b": 2} if n % 2 else {"counter": "v",
+                                                                            "key": "k"}
+    with pytest.raises(InvalidBatch) as caught:
+        validate_batch(raws(), NOW, 3600, 300)
+    assert taken == list(range(300))
+    assert (caught.value.invalid, caught.value.total, caught.value.all_listed) == (150, 300, False)
+    assert len(caught.value.problems) == MAX_PROBLEMS
+    assert caught.value.problems[:3] == [(1, "a", "is not a known field"),
+                                         (1, "b", "is not a known field"),
+                                         (3, "a", "is not a known field")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from flask import Blueprint
 
@@ -12,27 +13,29 @@ from ingest.api.auth import WRITE, scope
 from ingest.api.extensions import resources
 from ingest.api.problems import bad_request, from_validation
 from ingest.counting.batch import apply_batch
-from ingest.counting.events import validate_batch
-from tally.errors import ValidationError
+from ingest.counting.events import InvalidBatch, validate_batch
 
 bp = Blueprint("events", __name__)
 
 
-def _json_batch(text: str) -> list:
-    value = body.loads(text)
-    if isinstance(value, dict):
-        return [value]
-    if isinstance(value, list):
-        return value
-    raise bad_request("body must be a JSON array of event objects or one event object",
-                      "invalid-body")
+def _at_most(values: Iterator[object], limit: int) -> Iterator[object]:
+    """The values, or a 413 once there are more than limit: the rest is never parsed."""
+    for count, value in enumerate(values, 1):
+        if count > limit:
+            raise body.too_large(f"the batch has more than {limit} events; the limit is {limit}")
+        yield value
 
 
-def read_batch(max_bytes: int) -> list:
-    """The raw events of the request, from a JSON array, one JSON object or NDJSON."""
+def read_batch(max_bytes: int, max_events: int) -> Iterator[object]:
+    """The raw events of the request, from a JSON array, one JSON object or NDJSON.
+
+    Headers and size are checked at once; the events are parsed as they are
+    iterated, so a body of too many events costs no more than `max_events` of them.
+    """
     kind = body.media_type(body.JSON_TYPES | body.NDJSON_TYPES)
     text = body.text(body.raw_body(max_bytes))
-    return body.ndjson(text) if kind in body.NDJSON_TYPES else _json_batch(text)
+    values = body.ndjson(text) if kind in body.NDJSON_TYPES else body.json_values(text)
+    return _at_most(values, max_events)
 
 
 @bp.post("/v1/events")
@@ -41,20 +44,17 @@ def post_events():
     """Count a batch: all of it, or (on any invalid event) none of it."""
     res = resources()
     settings = res.settings
-    raws = read_batch(settings.max_body_bytes)
-    if not raws:
-        raise bad_request("the batch is empty; send at least one event", "empty-batch")
-    if len(raws) > settings.max_batch_events:
-        raise body.too_large(f"the batch has {len(raws)} events; the limit is "
-                             f"{settings.max_batch_events}")
+    raws = read_batch(settings.max_body_bytes, settings.max_batch_events)
     now = time.time()
-    try:
+    try:  # parses and checks one event at a time, keeping only valid events
         events = validate_batch(raws, now, settings.accepted_lateness, settings.clock_skew)
-    except ValidationError as exc:
-        note_events(rejected=len(raws))
-        bad = len({index for index, _, _ in exc.problems})
-        raise from_validation(exc, f"{bad} of {len(raws)} events are invalid; "
-                                   "no event of this batch was counted") from None
+    except InvalidBatch as exc:
+        note_events(rejected=exc.total)
+        listed = "" if exc.all_listed else f"; the first {len(exc.problems)} problems are listed"
+        raise from_validation(exc, f"{exc.invalid} of {exc.total} events are invalid; "
+                                   f"no event of this batch was counted{listed}") from None
+    if not events:
+        raise bad_request("the batch is empty; send at least one event", "empty-batch")
     result = apply_batch(res.client, res.config, events, now)
     note_events(accepted=result.applied, duplicates=result.duplicates)
     return {"accepted": result.applied, "duplicates": result.duplicates}

@@ -3,12 +3,19 @@
 JSON here is stricter than Python's: duplicate object keys, NaN/Infinity
 and invalid UTF-8 are refused with a precise 400 instead of being resolved
 silently, and a body is never decompressed past the size limit (gzip bombs).
+
+A body's cost is bounded by its size, whatever its shape: gzip members are
+inflated in one pass, and a batch is parsed one value at a time, each from
+a bounded window (`json_values`, `ndjson`), so the caller counts values as
+they come, stops at its limit, and keeps only what it has checked.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import zlib
+from collections.abc import Iterator
 
 from flask import request
 
@@ -64,42 +71,218 @@ def too_large(detail: str) -> Problem:
     return Problem(413, "too-large", "Content too large", detail)
 
 
+def _problem(exc: Exception, where: str) -> Problem:
+    """The 400 for a failure to parse JSON: what went wrong and where."""
+    if isinstance(exc, json.JSONDecodeError):
+        return bad_request(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} "
+                           f"column {exc.colno}", "invalid-json")
+    if isinstance(exc, _DuplicateKey):
+        return bad_request(f"{where} has a JSON object with the key {exc.args[0]!r} more than "
+                           "once", "duplicate-key")
+    if isinstance(exc, _BadConstant):
+        return bad_request(f"{where} contains {exc.args[0]}, which is not valid JSON",
+                           "invalid-json")
+    if isinstance(exc, _HugeInteger):
+        return bad_request(f"{where} contains an integer of {exc.args[0]} digits; at most "
+                           f"{MAX_INT_DIGITS} are accepted", "invalid-body")
+    return bad_request(f"{where} is JSON nested too deeply", "too-deep")
+
+
+_PARSE_ERRORS = (json.JSONDecodeError, _DuplicateKey, _BadConstant, _HugeInteger, RecursionError)
+
+
 def loads(text: str, where: str = "body") -> object:
     """Parse one JSON text strictly; raise a 400 Problem saying what and where."""
     try:
         return _DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        raise bad_request(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} "
-                          f"column {exc.colno}", "invalid-json") from None
-    except _DuplicateKey as exc:
-        raise bad_request(f"{where} has a JSON object with the key {exc.args[0]!r} more than "
-                          "once", "duplicate-key") from None
-    except _BadConstant as exc:
-        raise bad_request(f"{where} contains {exc.args[0]}, which is not valid JSON",
-                          "invalid-json") from None
-    except _HugeInteger as exc:
-        raise bad_request(f"{where} contains an integer of {exc.args[0]} digits; at most "
-                          f"{MAX_INT_DIGITS} are accepted", "invalid-body") from None
-    except RecursionError:
-        raise bad_request(f"{where} is JSON nested too deeply", "too-deep") from None
+    except _PARSE_ERRORS as exc:
+        raise _problem(exc, where) from None
+
+
+# One event, at every field's limit with every character escaped, is about 4 KB of JSON.
+MAX_VALUE_CHARS = 64 * 1024
+# Past the last complete token a parse may look this far ahead ("\\u12" is cut short).
+_LOOKAHEAD = 16
+# Values are parsed from a copy of this much of the text: one copy per ~3/4 window.
+_WINDOW = 4 * MAX_VALUE_CHARS
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, nothing else
+_CONTENT_LINE = re.compile(r"^[ \t\r]*[^ \t\r\n]", re.MULTILINE)
+
+
+def _position(text: str, pos: int) -> str:
+    line = text.count("\n", 0, pos) + 1
+    return f"line {line} column {pos - text.rfind(chr(10), 0, pos)}"
+
+
+def _too_long(where: str, text: str, pos: int) -> Problem:
+    return too_large(f"{where} has a value (at {_position(text, pos)}) longer than "
+                     f"{MAX_VALUE_CHARS} characters of JSON, the limit for one event")
+
+
+class _Values:
+    """Parses the values of one JSON text one at a time, each from at most MAX_VALUE_CHARS.
+
+    Python's parser builds up to ~25 bytes of objects per character ("[[],[],...]"),
+    so parsing a whole 5 MiB body at once costs over 100 MB before anything can
+    be counted or checked. Here each value is parsed from a bounded copy of the
+    text (a window), so what one value builds is bounded, and the caller can
+    drop it before the next is parsed. Positions in errors are the whole text's.
+    """
+
+    def __init__(self, text: str, where: str):
+        self.text, self.where = text, where
+        self.start, self.window, self.end = 0, "", 0  # the window is text[start:end]
+
+    def skip(self, pos: int) -> int:
+        """The position of the first non-whitespace character at or after pos."""
+        return _WHITESPACE.match(self.text, pos).end()
+
+    def fail(self, message: str, pos: int) -> Problem:
+        """The 400 for a syntax error at pos of the text."""
+        return _problem(json.JSONDecodeError(message, self.text, pos), self.where)
+
+    def value(self, pos: int) -> tuple[object, int]:
+        """The value starting at pos and the position just after it."""
+        text = self.text
+        if self.end < min(len(text), pos + MAX_VALUE_CHARS + _LOOKAHEAD):
+            self.start, self.window = pos, text[pos:pos + _WINDOW]
+            self.end = pos + len(self.window)
+        offset = pos - self.start
+        try:
+            value, end = _SCAN(self.window, offset)
+        except StopIteration as stop:  # what raw_decode reports as "Expecting value"
+            raise self._failure("Expecting value", stop.value, pos) from None
+        except json.JSONDecodeError as exc:
+            raise self._failure(exc.msg, exc.pos, pos) from None
+        except _PARSE_ERRORS as exc:
+            raise _problem(exc, self.where) from None
+        if end - offset > MAX_VALUE_CHARS:
+            raise _too_long(self.where, text, pos)
+        return value, self.start + end
+
+    def _failure(self, message: str, at: int, pos: int) -> Problem:
+        """A syntax error at window position `at`, or a 413 if the window cut the value short."""
+        cut = at >= len(self.window) - _LOOKAHEAD or message.startswith("Unterminated")
+        if cut and self.end < len(self.text):  # it runs on past the window: too long
+            return _too_long(self.where, self.text, pos)
+        return self.fail(message, self.start + at)
+
+
+_SCAN = _DECODER.scan_once
+_KINDS = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "an array"}
+
+
+def json_values(text: str, where: str = "body") -> Iterator[object]:
+    """The elements of a top-level JSON array one at a time, or else the one top-level object.
+
+    Strict like `loads`, with the same errors; an element (or the object) longer
+    than MAX_VALUE_CHARS is a 413. Anything else at the top is a 400 naming it.
+    """
+    parser = _Values(text, where)
+    pos = parser.skip(0)
+    if not text.startswith("[", pos):
+        value, pos = parser.value(pos)
+        if parser.skip(pos) != len(text):
+            raise parser.fail("Extra data", parser.skip(pos))
+        if not isinstance(value, dict):
+            raise bad_request(f"{where} must be a JSON array of event objects or one event "
+                              f"object, not {_KINDS.get(type(value), 'null')}", "invalid-body")
+        yield value
+        return
+    pos = parser.skip(pos + 1)
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            value, pos = parser.value(pos)
+            yield value
+            if text.startswith(",", pos):  # compact JSON: no whitespace to look for
+                pos += 1
+            else:
+                pos = parser.skip(pos)
+                if text.startswith("]", pos):
+                    pos += 1
+                    break
+                if not text.startswith(",", pos):
+                    raise parser.fail("Expecting ',' delimiter", pos)
+                pos += 1
+            if text[pos:pos + 1] in _BLANKS:
+                pos = parser.skip(pos)
+    if parser.skip(pos) != len(text):
+        raise parser.fail("Extra data", parser.skip(pos))
+
+
+_BLANKS = (" ", "\t", "\n", "\r")
+# Bodies of up to this many lines are split at once, at C speed; longer ones (hostile or
+# mostly blank) are searched line by line, so that none costs more than the lines it has.
+_SPLIT_LINES = 65_536
+
+
+def _content_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each line that is not just JSON whitespace."""
+    if text.count("\n") < _SPLIT_LINES:
+        for number, line in enumerate(text.split("\n"), 1):
+            if line.strip(" \t\r"):
+                yield number, line
+        return
+    number, counted_to = 1, 0
+    for match in _CONTENT_LINE.finditer(text):
+        start = match.start()
+        number += text.count("\n", counted_to, start)
+        counted_to = start
+        end = text.find("\n", start)
+        yield number, text[start:len(text) if end < 0 else end]
+
+
+def ndjson(text: str) -> Iterator[object]:
+    """Newline-delimited JSON one line at a time; lines of only JSON whitespace are skipped.
+
+    A line longer than MAX_VALUE_CHARS is a 413, found before it is parsed;
+    errors name the line.
+    """
+    for number, line in _content_lines(text):
+        if len(line) > MAX_VALUE_CHARS:
+            raise too_large(f"line {number} is longer than {MAX_VALUE_CHARS} characters, the "
+                            "limit for one event")
+        yield loads(line, f"line {number}")
+
+
+# An honest client sends one member, or a few when it concatenates compressed pieces.
+MAX_GZIP_MEMBERS = 4096
+# Input fed per call: it doubles up to the maximum within one member, so the
+# rest of a call's input that zlib copies at a member's end (`unused_data`)
+# is never more than the member itself plus the first piece: linear in all.
+_FIRST_PIECE, _MAX_PIECE = 64, 64 * 1024
 
 
 def _gunzip(data: bytes, max_bytes: int) -> bytes:
-    out, rest = [], data
-    size = 0
-    while rest:
-        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            chunk = stream.decompress(rest, max_bytes + 1 - size)
-        except zlib.error as exc:
-            raise bad_request(f"body is not valid gzip: {exc}", "invalid-gzip") from None
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_large(f"decompressed body exceeds the limit of {max_bytes} bytes")
-        if not stream.eof:
-            raise bad_request("gzip body is truncated", "invalid-gzip")
-        out.append(chunk)
-        rest = stream.unused_data  # concatenated gzip members are one valid stream
+    """Decompress every gzip member of data in one pass; 413 past max_bytes or too many members."""
+    if not data:
+        raise bad_request("body is empty; a gzip body holds at least one member", "invalid-gzip")
+    view, out, size, pos, members = memoryview(data), [], 0, 0, 0
+    while pos < len(data):  # concatenated gzip members are one valid stream
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise too_large(f"gzip body has more than {MAX_GZIP_MEMBERS} members; the limit is "
+                            f"{MAX_GZIP_MEMBERS}")
+        stream, piece = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), _FIRST_PIECE
+        while not stream.eof:
+            if pos >= len(data):
+                raise bad_request(f"gzip body is truncated (member {members} has no end)",
+                                  "invalid-gzip")
+            given = view[pos:pos + piece]
+            try:  # output past the limit stops here: the rest is never inflated (gzip bombs)
+                chunk = stream.decompress(given, max_bytes + 1 - size)
+            except zlib.error as exc:
+                raise bad_request(f"body is not valid gzip: {exc} (member {members}, from byte "
+                                  f"{pos})", "invalid-gzip") from None
+            size += len(chunk)
+            if size > max_bytes:
+                raise too_large(f"decompressed body exceeds the limit of {max_bytes} bytes")
+            if chunk:
+                out.append(chunk)
+            pos += len(given) - len(stream.unused_data)
+            piece = min(2 * piece, _MAX_PIECE)
     return b"".join(out)
 
 
@@ -138,12 +321,6 @@ def media_type(allowed: frozenset[str]) -> str:
     raise Problem(415, "unsupported-media-type", "Unsupported media type",
                   f"Content-Type {given!r} is not accepted here; use "
                   f"{' or '.join(sorted(allowed))} (UTF-8)")
-
-
-def ndjson(body: str) -> list:
-    """Parse newline-delimited JSON, one value per line that is not just JSON whitespace."""
-    return [loads(line, f"line {n}") for n, line in enumerate(body.split("\n"), 1)
-            if line.strip(" \t\r")]
 
 
 def json_object(max_bytes: int = 64 * 1024) -> dict:

@@ -18,7 +18,6 @@ TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
 COUNTER = {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}
-NULL = {"type": "null"}
 RATE_HEADERS = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
                                 "description": "whole seconds until a slot frees"}}
 
@@ -82,9 +81,9 @@ def _schemas() -> dict:
                               "errors": {"type": "array", "items": error}}}
     return {
         "Event": obj(["counter", "key"], counter=COUNTER, key=TEXT,
-                     id={"anyOf": [TEXT, NULL]}, user={"anyOf": [TEXT, NULL]},
+                     id=TEXT, user=TEXT,
                      value={"type": "integer", "minimum": 1, "maximum": MAX_VALUE},
-                     ts={"anyOf": [*TIME["anyOf"], NULL], "description": "default: now"}),
+                     ts={**TIME, "description": "default: now"}),
         "Problem": problem, "ValidationProblem": problem, "Entry": entry,
         "BatchResult": obj(["accepted", "duplicates"], accepted={"type": "integer"},
                            duplicates={"type": "integer"}),
@@ -145,7 +144,7 @@ def _counters() -> dict:
             {"200": ok(ref("Counts")), **problems(400, 404)}, scope="read",
             parameters=[counter, key])},
         "/v1/counters/{counter}/series": {"get": op(
-            "A key's counts per bucket (at most 10,080 points)",
+            "A key's counts per bucket (to - from: at most 10,080 steps)",
             {"200": ok(ref("Series")), **problems(400, 404)}, scope="read",
             parameters=[counter, key, step, *span])},
         "/v1/counters/{counter}/top": {"get": op(

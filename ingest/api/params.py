@@ -43,7 +43,8 @@ def invalid(name: str, message: str):
 
 def text_value(name: str, value: object) -> str:
     """Check free text (key, member, subject) by the event schema's rules for `key`."""
-    _, problems = validate_event({"counter": "x", "key": value}, time.time(), 1, 1)
+    raw = {"counter": "x"} if value is None else {"counter": "x", "key": value}
+    _, problems = validate_event(raw, time.time(), 1, 1)
     for field, message in problems:
         if field == "key":
             raise invalid(name, message)

@@ -27,7 +27,9 @@ from ingest.counting.events import parse_timestamp
 from ingest.counting.keys import DAY, HOUR, MINUTE
 from tally.settings import Settings
 
-MAX_POINTS = 10_080  # a week of minutes
+# At most a week of minutes per request, counted as users count it: from `to - from`,
+# so an unaligned week (which touches 10,081 buckets) is one request too.
+MAX_STEPS = 10_080
 RETRY_AFTER_FAILURE = 10.0  # seconds without database attempts after one fails
 # step -> (Redis resolution, seconds per bucket, TimescaleDB table, default span)
 STEPS = {"1m": ("m", MINUTE, "counts_1m", HOUR), "1h": ("h", HOUR, "counts_1h", DAY),
@@ -81,18 +83,23 @@ def _time_arg(name: str, default: float) -> float:
 
 
 def query_from_args(counter: str, key: str, now: float) -> Query:
-    """Read step/from/to; every bucket overlapping [from, to) is one point."""
+    """Read step/from/to; every bucket overlapping [from, to) is one point.
+
+    `to - from` may span at most MAX_STEPS steps, so the answer holds at most
+    MAX_STEPS + 1 points (when from and to fall inside buckets).
+    """
     step = params.choice_arg("step", "1m", tuple(STEPS))
     seconds, span = STEPS[step][1], STEPS[step][3]
     end = _time_arg("to", now)
     start = _time_arg("from", max(0.0, end - span))
     if start >= end:
         raise bad_request("from must be earlier than to", "invalid-range")
+    if end - start > MAX_STEPS * seconds:
+        spans = f"{end - start:.6f}".rstrip("0").rstrip(".")
+        raise bad_request(f"from-to spans {spans} s, longer than {MAX_STEPS} steps of "
+                          f"{step} ({MAX_STEPS * seconds} s) per request: narrow from/to or "
+                          "use a coarser step", "range-too-large")
     first, last = math.floor(start / seconds), math.ceil(end / seconds) - 1
-    if last - first + 1 > MAX_POINTS:
-        raise bad_request(f"the range holds {last - first + 1} points at step {step}; at most "
-                          f"{MAX_POINTS} per request: narrow from/to or use a coarser step",
-                          "range-too-large")
     return Query(counter, key, step, first, last)
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from tally.errors import ValidationError
+from tally.printable import printable
 
 COUNTER_PATTERN = re.compile(r"[a-z0-9_]{1,64}")
 MAX_KEY_BYTES = 256
@@ -23,6 +24,10 @@ MAX_VALUE = 2**53 - 1
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)",
                      re.ASCII)  # ASCII: \d must not match other scripts' digits
 FIELDS = frozenset({"counter", "key", "id", "user", "value", "ts"})
+# What leaving out an optional field means; JSON null never means it (an "id": null
+# taken as no id would count every retry of the event).
+WHEN_ABSENT = {"id": "an event without id", "user": "an event without user",
+               "value": "the value 1", "ts": "the time of arrival"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +54,7 @@ def _text(raw: Mapping, name: str, limit: int, required: bool) -> str | None:
         raise ValueError("must not be empty")
     if len(value.encode("utf-8", "surrogatepass")) > limit:
         raise ValueError(f"must be at most {limit} bytes of UTF-8")
-    if not value.isprintable():
+    if not printable(value):
         raise ValueError("must be printable UTF-8 (no control characters)")
     try:
         value.encode("utf-8")
@@ -125,6 +130,11 @@ def validate_event(raw: object, now: float, lateness: int, skew: int) -> tuple[E
         "ts": lambda r: _ts(r, now, lateness, skew),
     }
     for name, check in checks.items():
+        if name in raw and raw[name] is None:
+            absent = WHEN_ABSENT.get(name)
+            problems.append((name, f"must not be null; leave the field out for {absent}"
+                             if absent else "must not be null"))
+            continue
         try:
             parsed[name] = check(raw)
         except ValueError as exc:
@@ -134,13 +144,34 @@ def validate_event(raw: object, now: float, lateness: int, skew: int) -> tuple[E
     return Event(**parsed), []
 
 
-def validate_batch(raws: Sequence[object], now: float, lateness: int, skew: int) -> list[Event]:
-    """Validate every event; raise ValidationError listing all problems, or return the events."""
-    events, problems = [], []
-    for index, raw in enumerate(raws):
+class InvalidBatch(ValidationError):
+    """A batch with `invalid` bad events out of `total`; `problems` lists at most MAX_PROBLEMS."""
+
+    def __init__(self, problems: list, invalid: int, total: int, complete: bool):
+        super().__init__(problems)
+        self.invalid, self.total, self.all_listed = invalid, total, complete
+
+
+# Enough to show a client its mistakes; a listing of every one could be larger than the body.
+MAX_PROBLEMS = 100
+
+
+def validate_batch(raws: Iterable[object], now: float, lateness: int, skew: int) -> list[Event]:
+    """Validate every event; raise InvalidBatch listing the problems, or return the events.
+
+    Raw events are taken one at a time and dropped once checked, so `raws` may
+    parse them lazily: memory holds the valid events, not the raw ones.
+    """
+    events, problems, invalid, total, complete = [], [], 0, 0, True
+    for total, raw in enumerate(raws, 1):
         event, errors = validate_event(raw, now, lateness, skew)
-        problems.extend((index, name, message) for name, message in errors)
-        events.append(event)
-    if problems:
-        raise ValidationError(problems)
+        if errors:
+            invalid += 1
+            room = MAX_PROBLEMS - len(problems)
+            complete = complete and len(errors) <= room
+            problems.extend((total - 1, name, message) for name, message in errors[:room])
+        elif not invalid:
+            events.append(event)
+    if invalid:
+        raise InvalidBatch(problems, invalid, total, complete)
     return events

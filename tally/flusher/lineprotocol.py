@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from tally.printable import printable
+
 ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 # An odd run of backslashes before a special character, or any trailing run.
 AMBIGUOUS = re.compile(r"(?<!\\)(\\\\)*\\(?=[,= ])|\\$")
@@ -19,7 +21,7 @@ AMBIGUOUS = re.compile(r"(?<!\\)(\\\\)*\\(?=[,= ])|\\$")
 
 def representable(value: str) -> bool:
     """Tell whether InfluxDB 1.x can store value as a tag value and give it back unchanged."""
-    return bool(value) and value.isprintable() and not AMBIGUOUS.search(value)
+    return bool(value) and printable(value) and not AMBIGUOUS.search(value)
 
 
 def tag_value(value: str) -> str:
