@@ -9,7 +9,12 @@ read. Semantics mirrored from ingest/counting/lua/apply.lua and docs/counting.md
   then key ascending;
 - unique views count each (user, key, UTC day) once; all-time unique views
   are the sum of the daily ones ("one view per user per key per day");
-- `users` is the exact distinct-user set the HyperLogLogs approximate.
+- `users` is the exact distinct-user set the HyperLogLogs approximate;
+- a batch whose accepted events would carry a key's total past LIMIT is
+  refused whole (`Overflow`) and changes nothing, dedup memory included. The
+  script compares in doubles; tests keep sums away from LIMIT by far more
+  than a double's rounding. The model knows no shards, so tests keep hot
+  keys (limit / spread per shard) far below it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ from ingest.counting.events import Event
 from ingest.counting.keys import DAY, RESOLUTIONS
 
 Bucket = tuple[str, str, str, int]  # (counter, key, resolution, index)
+LIMIT = 9_200_000_000_000_000_000  # apply.lua's LIMIT, 9.2e18
+
+
+class Overflow(Exception):
+    """The model refuses a batch: a key's all-time total would pass LIMIT."""
 
 
 @dataclass
@@ -37,28 +47,40 @@ class ReferenceModel:
     applied: int = 0
     duplicates: int = 0
 
-    def _is_duplicate(self, event: Event, now: int) -> bool:
+    def _is_duplicate(self, event: Event, now: int, fresh: dict) -> bool:
         if event.id is None:
             return False
         identity = (event.counter, event.key, event.id)
-        first = self.seen.get(identity)
+        first = fresh.get(identity, self.seen.get(identity))
         if first is not None and now < first + self.dedup_window:
             return True
-        self.seen[identity] = now
+        fresh[identity] = now
         return False
 
     def apply(self, events: Iterable[Event], now: int = 0) -> tuple[int, int]:
-        """Count events received at `now`; return (applied, duplicates) of this call."""
-        applied = duplicates = 0
+        """Count events received at `now`; return (applied, duplicates) of this call.
+
+        Raises Overflow, changing nothing, when a total would pass LIMIT.
+        """
+        fresh: dict[tuple[str, str, str], int] = {}
+        counted, duplicates = [], 0
         for event in events:
-            if self._is_duplicate(event, now):
+            if self._is_duplicate(event, now, fresh):
                 duplicates += 1
-                continue
-            applied += 1
+            else:
+                counted.append(event)
+        sums: dict[tuple[str, str], int] = defaultdict(int)
+        for event in counted:
+            sums[(event.counter, event.key)] += event.value
+        for (counter, key), added in sums.items():
+            if self.total(counter, key) + added > LIMIT:
+                raise Overflow(f"the all-time total of key {key} would pass 9.2e18")
+        self.seen.update(fresh)
+        for event in counted:
             self._count(event)
-        self.applied += applied
+        self.applied += len(counted)
         self.duplicates += duplicates
-        return applied, duplicates
+        return len(counted), duplicates
 
     def _count(self, event: Event) -> None:
         for resolution, seconds in RESOLUTIONS.items():
@@ -112,7 +134,8 @@ class ReferenceModel:
         else:
             scores = {key: v for (c, key, r, i), v in self.buckets.items()
                       if c == counter and r == "d" and i == day}
-        ranked = sorted(((key, v) for key, v in scores.items() if v > 0),
+        # Top sets score in doubles: above 2^53 a score is the nearest double, as in Redis.
+        ranked = sorted(((key, int(float(v))) for key, v in scores.items() if v > 0),
                         key=lambda item: (-item[1], item[0]))
         return ranked[:k]
 

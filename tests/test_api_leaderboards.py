@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.api import close_app
+from ingest.counting import keys
 from tests.test_api_support import R, W, make_app
 
 
@@ -94,3 +95,53 @@ def test_increment_past_2_53_is_a_400_naming_delta(api):
                                                    "magnitude"}]
     assert api.get("/v1/leaderboards/game/member", query_string={"member": "ann"},
                    headers=R).json["score"] == 2**53 - 1
+
+
+def increment(api, delta, key=None, member="ann", board="game"):
+    """POST an increment, with an Idempotency-Key when given; return the response."""
+    headers = W if key is None else {**W, "Idempotency-Key": key}
+    return api.post(f"/v1/leaderboards/{board}/increments",
+                    json={"member": member, "delta": delta}, headers=headers)
+
+
+def test_an_increment_repeated_with_its_idempotency_key_applies_once(api):
+    """The repeat answers what the first answered, even after the board moved on."""
+    first = increment(api, 5, key="8e03978e-40d5-43e8-bc93-6894a57f9324")
+    assert first.json == {"kept": True, "rank": 1, "member": "ann", "score": 5.0}
+    put(api, "bob", 9)
+    again = increment(api, 5, key="8e03978e-40d5-43e8-bc93-6894a57f9324")
+    assert (again.status_code, again.json) == (200, first.json)
+    assert api.get("/v1/leaderboards/game/member?member=ann", headers=R).json["score"] == 5.0
+    assert increment(api, 5).json["score"] == 10.0  # no key: every call counts
+
+
+def test_an_idempotency_key_is_remembered_for_the_dedup_window(api, redis_client):
+    increment(api, 1, key='"quoted-form"')
+    record = keys.leaderboard_idempotency_key("game", "quoted-form")
+    assert 86_390 < redis_client.ttl(record) <= 86_400
+    assert increment(api, 1, key="quoted-form").json["score"] == 1.0  # the same key
+
+
+def test_an_idempotency_key_reused_for_another_request_is_422(api):
+    increment(api, 1, key="k1")
+    reused = increment(api, 2, key="k1")
+    assert (reused.status_code, reused.json["type"]) == (
+        422, "urn:tally:problem:idempotency-key-reused")
+    assert api.get("/v1/leaderboards/game/member?member=ann", headers=R).json["score"] == 1.0
+    assert increment(api, 2, key="k1", board="other").status_code == 200  # keys are per board
+
+
+@pytest.mark.parametrize("value", ["", "a b", 'a"b', "a\\b", '"open', "x" * 256, "\t"])
+def test_a_malformed_idempotency_key_is_400_and_changes_nothing(api, value):
+    response = increment(api, 1, key=value)
+    assert (response.status_code, response.json["type"]) == (
+        400, "urn:tally:problem:invalid-header")
+    assert response.json["detail"].startswith("Idempotency-Key must be 1 to 255 printable ASCII")
+    assert api.get("/v1/leaderboards/game/top", headers=R).json["size"] == 0
+
+
+def test_a_repeated_idempotency_key_header_is_400(api):
+    response = api.post("/v1/leaderboards/game/increments", json={"member": "a", "delta": 1},
+                        headers=[*W.items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")])
+    assert (response.status_code, response.json["detail"]) == (
+        400, "Idempotency-Key must be given once")

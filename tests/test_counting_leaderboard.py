@@ -6,7 +6,7 @@ import pytest
 
 from ingest.counting import leaderboard as lb
 from ingest.counting.leaderboard import Entry
-from tally.errors import ValidationError
+from tally.errors import IdempotencyKeyReusedError, ValidationError
 
 
 @pytest.fixture
@@ -78,3 +78,34 @@ def test_increment_past_2_53_is_refused_and_changes_nothing(redis_client):
     assert caught.value.problems == [
         (None, "delta", "the resulting score must stay below 2^53 in magnitude")]
     assert lb.entry(redis_client, "g", "ann") == (1, "ann", 2.0**53 - 1)
+
+
+def test_an_idempotent_increment_applies_once_and_repeats_its_answer(board):
+    """The repeat returns the first answer (rank then), not the board's state now."""
+    first = lb.update(board, "game", "erin", 26, increment=True, idempotency_key="a")
+    assert first == Entry(1, "erin", 31.0)
+    lb.update(board, "game", "zed", 99)
+    assert lb.update(board, "game", "erin", 26, increment=True, idempotency_key="a") == first
+    assert lb.entry(board, "game", "erin") == Entry(2, "erin", 31.0)
+
+
+def test_an_idempotent_increment_that_was_not_kept_repeats_none(redis_client):
+    lb.update(redis_client, "small", "top", 10, capacity=1)
+    assert lb.update(redis_client, "small", "low", 1, increment=True, capacity=1,
+                     idempotency_key="k") is None
+    assert lb.update(redis_client, "small", "low", 1, increment=True, capacity=1,
+                     idempotency_key="k") is None
+
+
+def test_an_idempotency_key_for_another_request_is_refused(redis_client):
+    lb.update(redis_client, "g", "ann", 1, increment=True, idempotency_key="k")
+    with pytest.raises(IdempotencyKeyReusedError):
+        lb.update(redis_client, "g", "bob", 1, increment=True, idempotency_key="k")
+    assert lb.entry(redis_client, "g", "bob") is None
+
+
+def test_an_idempotent_increment_on_a_cluster(redis_cluster_client):
+    """The record shares the board's hash tag, so the script stays in one slot."""
+    for _ in range(2):
+        assert lb.update(redis_cluster_client, "b{2}", "m", 2, increment=True,
+                         idempotency_key="x") == Entry(1, "m", 2.0)

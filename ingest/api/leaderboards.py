@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, request
 
 from ingest.api import body, params
@@ -13,6 +15,10 @@ from ingest.counting import leaderboard
 bp = Blueprint("leaderboards", __name__, url_prefix="/v1/leaderboards/<board>")
 MAX_K = 1000
 MAX_CAPACITY = 10_000_000
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Printable ASCII without space, quote, comma or backslash, optionally as a quoted string (the
+# IETF draft's sf-string form): UUIDs, ULIDs and base64 fit.
+IDEMPOTENCY_KEY = re.compile(r'"?([!#-+\--\[\]-~]{1,255})"?')
 
 
 def _entry(entry: leaderboard.Entry) -> dict:
@@ -34,8 +40,25 @@ def _fields(payload: dict, allowed: set[str]) -> None:
         raise bad_request(f"unknown field(s): {', '.join(unknown)}", "invalid-body")
 
 
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key, None without one; 400 when malformed or repeated."""
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if "," in value:  # a repeated header arrives joined by commas
+        raise bad_request(f"{IDEMPOTENCY_HEADER} must be given once", "invalid-header")
+    match = IDEMPOTENCY_KEY.fullmatch(value)
+    if match is None or value.startswith('"') != value.endswith('"'):
+        raise bad_request(f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters "
+                          "other than space, quote, comma and backslash, optionally in double "
+                          "quotes",
+                          "invalid-header")
+    return match.group(1)
+
+
 def _write(board: str, field: str, increment: bool):
     params.name("board", board)
+    key = idempotency_key() if increment else None
     payload = body.json_object()
     _fields(payload, {"member", field})
     member = params.text_value("member", payload.get("member"))
@@ -43,7 +66,8 @@ def _write(board: str, field: str, increment: bool):
     capacity = params.int_arg("capacity", resources().settings.leaderboard_capacity, 0,
                               MAX_CAPACITY)
     entry = leaderboard.update(resources().client, board, member, amount,
-                               increment=increment, capacity=capacity)
+                               increment=increment, capacity=capacity, idempotency_key=key,
+                               remember=resources().settings.dedup_window)
     if entry is None:
         return {"kept": False, "member": member, "rank": None, "score": None}
     return {"kept": True, **_entry(entry)}
@@ -59,7 +83,11 @@ def set_score(board: str):
 @bp.post("/increments")
 @scope(WRITE)
 def increment(board: str):
-    """Add delta to a member's score (a missing member starts at 0)."""
+    """Add delta to a member's score (a missing member starts at 0).
+
+    With an Idempotency-Key the increment applies once: a repeat within the
+    dedup window answers what the first one answered and changes nothing.
+    """
     return _write(board, "delta", increment=True)
 
 

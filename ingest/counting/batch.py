@@ -2,8 +2,14 @@
 
 On a single Redis the whole batch is one EVALSHA, so it applies atomically.
 On a Redis Cluster the events are grouped by hash tag (counter shard) and
-each group's call is atomic; the groups go out in one pipeline. Either way
+each group's call is atomic; the groups go out in one round trip. Either way
 a batch costs one round trip once the script is loaded.
+
+A batch that is not counted raises one of Tally's errors, which says what
+happened to it: refused before any write (`CountOverflowError`,
+`RedisStateError`, `ScriptError`, `NotAppliedError`: nothing applied),
+`OutcomeUnknownError` (sent, no answer: it may have been applied), or on a
+cluster `PartiallyAppliedError` (some tags counted, others refused).
 """
 
 from __future__ import annotations
@@ -13,15 +19,15 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
 
 from ingest.counting import keys, plan
 from ingest.counting.config import CountingConfig
+from ingest.counting.delivery import Lost, failed
 from ingest.counting.events import Event
-from ingest.counting.scripts import call_many
-from tally.errors import CountOverflowError
+from ingest.counting.scripts import call_many, error_of
+from tally.errors import CountOverflowError, PartiallyAppliedError, TallyError
 
-OVERFLOW = "TALLY_OVERFLOW"  # prefix of apply.lua's refusal
+REFUSALS = {"TALLY_OVERFLOW": CountOverflowError}  # apply.lua's own refusal
 
 
 class BatchResult(NamedTuple):
@@ -31,11 +37,11 @@ class BatchResult(NamedTuple):
     duplicates: int
 
 
-def _script_args(config: CountingConfig, now: int) -> list:
+def _script_args(config: CountingConfig, now: int, counters: list[str]) -> list:
     ttl_m, ttl_h, ttl_d = config.ttls
     return [now, config.dedup_mode, config.dedup_window, config.bloom_bits, config.bloom_hashes,
             ttl_m, ttl_h, ttl_d, config.viewers_ttl, config.top_capacity,
-            len(config.sinks), *config.sinks]
+            len(config.sinks), *config.sinks, keys.COUNTERS, len(counters), *counters]
 
 
 def _calls(client, head: list, groups: dict[str, plan.TagGroup]) -> list[tuple[str, list]]:
@@ -46,19 +52,37 @@ def _calls(client, head: list, groups: dict[str, plan.TagGroup]) -> list[tuple[s
     return [(next(iter(groups)) + "stats", [*head, plan.encode(groups)])]
 
 
+def _failure(replies: list) -> TallyError:
+    """The error for a batch some of whose calls failed (see the module docstring)."""
+    done = [reply for reply in replies if not failed(reply)]
+    accepted, duplicates = sum(r[0] for r in done), sum(r[1] for r in done)
+    failures = [reply for reply in replies if failed(reply)]
+    lost = [reply for reply in failures if isinstance(reply, Lost)]
+    if lost:
+        return error_of(lost[0])
+    errors = [error_of(reply, REFUSALS) for reply in failures]
+    overflow = [e for e in errors if isinstance(e, CountOverflowError)]
+    if overflow:
+        return CountOverflowError(str(overflow[0]), accepted, duplicates)
+    if done:
+        return PartiallyAppliedError(errors[0], accepted, duplicates)
+    return errors[0]
+
+
 def apply_batch(client, config: CountingConfig, events: Sequence[Event],
                 now: float | None = None) -> BatchResult:
     """Count a batch of validated events; return applied and duplicate counts."""
     if not events:
         return BatchResult(0, 0)
     now = int(time.time() if now is None else now)
-    calls = _calls(client, _script_args(config, now), plan.group_by_tag(config, events))
-    registry = ("SADD", keys.COUNTERS, *{event.counter for event in events})
-    try:
-        replies = call_many(client, "apply", calls, prelude=[registry])
-    except ResponseError as exc:
-        # The script refuses before its first write (on a cluster: that tag group's call).
-        if str(exc).startswith(OVERFLOW):
-            raise CountOverflowError(str(exc).removeprefix(OVERFLOW).strip()) from None
-        raise
+    counters = sorted({event.counter for event in events})
+    # The counter registry: written by the script itself on one Redis (so a
+    # refused batch registers nothing), by a command alongside on a cluster.
+    cluster = isinstance(client, RedisCluster)
+    head = _script_args(config, now, [] if cluster else counters)
+    calls = _calls(client, head, plan.group_by_tag(config, events))
+    prelude = [("SADD", keys.COUNTERS, *counters)] if cluster else []
+    replies = call_many(client, "apply", calls, prelude=prelude)
+    if any(failed(reply) for reply in replies):
+        raise _failure(replies)
     return BatchResult(sum(r[0] for r in replies), sum(r[1] for r in replies))

@@ -149,6 +149,11 @@ def leaderboard_key(board: str) -> str:
     return f"lb:{{{board}}}"
 
 
+def leaderboard_idempotency_key(board: str, idempotency_key: str) -> str:
+    """String recording one Idempotency-Key's request and answer on a board (same slot)."""
+    return f"lb:{{{board}}}:idem:{hashlib.sha1(idempotency_key.encode()).hexdigest()}"
+
+
 def rate_limit_key(limit: str, subject: str) -> str:
     """Sliding-window set of one (limit, subject); the digest spreads subjects over slots."""
     digest = hashlib.sha1(subject.encode()).hexdigest()

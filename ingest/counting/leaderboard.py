@@ -9,15 +9,12 @@ exactly that order (ZREVRANGE would break ties by member descending).
 from __future__ import annotations
 
 import math
+from hashlib import sha1
 from typing import NamedTuple
 
-from redis.exceptions import ResponseError
-
-from ingest.counting.keys import LEADERBOARDS, leaderboard_key
+from ingest.counting.keys import LEADERBOARDS, leaderboard_idempotency_key, leaderboard_key
 from ingest.counting.scripts import call
-from tally.errors import ValidationError
-
-SCORE_RANGE = "TALLY_SCORE_RANGE"  # prefix of leaderboard_update.lua's refusal
+from tally.errors import IdempotencyKeyReusedError, ValidationError
 
 
 class Entry(NamedTuple):
@@ -38,20 +35,34 @@ def _check_score(score: float) -> float:
     return float(score)
 
 
+def _fingerprint(args: list) -> str:
+    """What an idempotency key is bound to: the request it first applied."""
+    return sha1("\n".join(map(repr, args)).encode()).hexdigest()
+
+
 def update(client, board: str, member: str, score: float, *, increment: bool = False,
-           capacity: int = 0) -> Entry | None:
-    """Set (or add to) a member's score; None when a bounded board did not keep it."""
+           capacity: int = 0, idempotency_key: str | None = None,
+           remember: int = 86_400) -> Entry | None:
+    """Set (or add to) a member's score; None when a bounded board did not keep it.
+
+    With an idempotency key the first call applies and its answer is kept
+    for `remember` seconds: a repeat of the same request (a retry after a
+    lost answer) returns that answer and changes nothing; another request
+    with the same key raises IdempotencyKeyReusedError.
+    """
     args = ["incr" if increment else "set", member, _check_score(score), capacity]
+    names = [leaderboard_key(board)]
+    if idempotency_key is not None:
+        names.append(leaderboard_idempotency_key(board, idempotency_key))
+        args += [_fingerprint(args), remember]
+    field = "delta" if increment else "score"
+    refusals = {
+        "TALLY_SCORE_RANGE": lambda text: ValidationError([(None, field, text)]),
+        "TALLY_IDEMPOTENCY": IdempotencyKeyReusedError,
+    }
     # The registry lets the exporter find boards without scanning the keyspace.
-    try:
-        stored, rank = call(client, "leaderboard_update", leaderboard_key(board), args,
-                            prelude=[("SADD", LEADERBOARDS, board)])
-    except ResponseError as exc:
-        if str(exc).startswith(SCORE_RANGE):
-            field = "delta" if increment else "score"
-            message = str(exc).removeprefix(SCORE_RANGE).strip()
-            raise ValidationError([(None, field, message)]) from None
-        raise
+    stored, rank = call(client, "leaderboard_update", names, args,
+                        prelude=[("SADD", LEADERBOARDS, board)], refusals=refusals)
     return None if stored is None else Entry(rank + 1, member, _score(stored))
 
 

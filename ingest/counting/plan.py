@@ -60,11 +60,12 @@ class _Run:
 class TagGroup:
     """The events of one hash tag: in-batch duplicates and runs per key."""
 
-    __slots__ = ("duplicates", "keys")
+    __slots__ = ("duplicates", "keys", "spreads")
 
     def __init__(self) -> None:
         self.duplicates = 0
         self.keys: dict[str, dict[tuple[int, int], _Run]] = {}
+        self.spreads: dict[str, int] = {}  # hot keys only: shards the key is spread over
 
     def add(self, event: Event, member: str | None) -> None:
         """Append an event that is not a repeat inside the batch."""
@@ -77,7 +78,11 @@ class TagGroup:
         run.add(member, event.user)
 
     def payload(self, tag: str) -> list:
-        """The group as apply.lua reads it: [tag, duplicates, members, [[key, runs], ...]]."""
+        """The group as apply.lua reads it: [tag, duplicates, members, [[key, runs], ...]].
+
+        A hot key carries its spread: the script bounds each shard's counts by
+        the limit / spread, so the sum over the shards stays within 64 bits.
+        """
         members, entries = [], []
         for key, runs in self.keys.items():
             rows = []
@@ -86,7 +91,8 @@ class TagGroup:
                 members += run.members_plain
                 rows.append([ts, value, len(run.members_user), len(run.members_plain), run.plain,
                              run.users + run.plain_users])
-            entries.append([key, rows])
+            spread = self.spreads.get(key)
+            entries.append([key, rows] if spread is None else [key, rows, spread])
         return [tag, self.duplicates, members, entries]
 
 
@@ -101,11 +107,15 @@ def group_by_tag(config: CountingConfig, events: Iterable[Event]) -> dict[str, T
             hot = config.spread(event.counter, event.key) > 1
             tag = None if hot else keys.tag(event.counter, event_shard(config, event))
             homes[(event.counter, event.key)] = tag
+        spread = 0
         if tag is None:
             tag = keys.tag(event.counter, event_shard(config, event))
+            spread = config.spread(event.counter, event.key)
         group = groups.get(tag)
         if group is None:
             group = groups[tag] = TagGroup()
+        if spread:
+            group.spreads[event.key] = spread
         member = None if event.id is None else keys.dedup_member(event.id, event.key)
         if member is not None:
             if (event.counter, member) in seen:

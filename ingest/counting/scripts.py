@@ -1,15 +1,64 @@
-"""Server-side scripts: loaded once, called by SHA in pipelines, reloaded on NOSCRIPT."""
+"""Server-side scripts: loaded once, called by SHA, reloaded on NOSCRIPT, never sent twice.
+
+Calls go out through `delivery`, so a call that may have reached Redis is
+never resent: each outcome is a reply, or a refusal the callers turn into
+one of Tally's errors with `error_of`: not applied (safe to retry), the
+script's own refusal, or outcome unknown.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from hashlib import sha1
 from pathlib import Path
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    MovedError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    TryAgainError,
+)
+
+from ingest.counting import delivery
+from ingest.counting.delivery import Lost, NotSent, failed
+from tally.errors import (
+    NotAppliedError,
+    OutcomeUnknownError,
+    RedisStateError,
+    ScriptError,
+    TallyError,
+)
 
 LUA_DIR = Path(__file__).with_name("lua")
+STATE = "TALLY_STATE"  # prefix of a script's refusal: a key holds data of another kind
+# Redis appends where a script raised its error; the sentence is ours.
+_WHERE = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.$")
+log = logging.getLogger("tally.ingest")
+
+# Redis errors that mean the command did not run, by the reason Tally reports.
+_NOT_RUN = (
+    (OutOfMemoryError, "out-of-memory", "Redis is out of memory (maxmemory, noeviction)"),
+    (BusyLoadingError, "loading", "Redis is loading its data set"),
+    (ReadOnlyError, "read-only", "the Redis server is a read-only replica"),
+    ((ClusterDownError, MasterDownError, TryAgainError, MovedError, AskError),
+     "cluster-unavailable", "the Redis Cluster cannot serve this key now"),
+    ((AuthenticationError, NoPermissionError), "permission-denied",
+     "Redis refused Tally's credentials or permissions"),
+    (NoScriptError, "script-missing", "Redis lost Tally's script while it was being reloaded"),
+)
+_BUSY = "BUSY"
+_CLUSTER_WORDS = ("non local key", "cluster is down", "not hash to the same slot")
 
 
 @cache
@@ -24,44 +73,91 @@ def digest(name: str) -> str:
     return sha1(source(name).encode()).hexdigest()
 
 
-def _pipeline(client, sha: str, calls: Sequence[tuple[str, list]],
+def message(exc: Exception) -> str:
+    """A Redis error's sentence without the script location Redis appends."""
+    return _WHERE.sub("", str(exc))
+
+
+def error_of(outcome, refusals: Mapping[str, Callable[[str], TallyError]] | None = None
+             ) -> TallyError:
+    """The Tally error for a failed outcome; `refusals` maps a script's own error codes."""
+    if isinstance(outcome, Lost):
+        return OutcomeUnknownError(f"Redis did not answer after the write was sent "
+                                   f"({outcome.error}); it may or may not have been applied")
+    if isinstance(outcome, NotSent):
+        return NotAppliedError("unavailable", f"Redis could not be reached ({outcome.error}); "
+                                              "nothing was applied")
+    text = message(outcome)
+    for kinds, reason, why in _NOT_RUN:
+        if isinstance(outcome, kinds):
+            return NotAppliedError(reason, f"{why}: {text}; nothing was applied")
+    if text.startswith(_BUSY):
+        return NotAppliedError("busy", f"Redis is busy running a script: {text}; "
+                                       "nothing was applied")
+    if any(words in text for words in _CLUSTER_WORDS):
+        return NotAppliedError("cluster-unavailable",
+                               f"the Redis Cluster cannot serve this key now: {text}; "
+                               "nothing was applied")
+    code, _, rest = text.partition(" ")
+    if refusals and code in refusals:
+        return refusals[code](rest)
+    if code == STATE:
+        return RedisStateError(rest)
+    return ScriptError(text)
+
+
+def _commands(sha: str, calls: Sequence[tuple[str | list[str], list]],
               prelude: Sequence[tuple]) -> list:
-    pipe = client.pipeline(transaction=False)
-    for command in prelude:
-        pipe.execute_command(*command)
+    """(routing key, command) pairs: the prelude, then one EVALSHA per call (keys first)."""
+    commands = [(command[1], tuple(command)) for command in prelude]
     for key, args in calls:
-        pipe.execute_command("EVALSHA", sha, 1, key, *args)
-    replies = pipe.execute(raise_on_error=False)
-    for reply in replies[:len(prelude)]:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies[len(prelude):]
+        names = [key] if isinstance(key, str) else key
+        commands.append((names[0], ("EVALSHA", sha, len(names), *names, *args)))
+    return commands
 
 
-def call_many(client, name: str, calls: Sequence[tuple[str, list]],
-              prelude: Sequence[tuple] = ()) -> list:
-    """Run script `name` once per (key, args) in one pipeline, after the prelude commands.
-
-    EVALSHA goes through execute_command because redis-py refuses Script
-    objects and evalsha() in a cluster pipeline, and its plain-pipeline script
-    support costs a SCRIPT EXISTS round trip per call. A call that meets
-    NOSCRIPT (first use, restart, failover) did not run, so only those are
-    retried after SCRIPT LOAD: nothing is ever applied twice.
-    """
-    sha = digest(name)
-    replies = _pipeline(client, sha, calls, prelude)
-    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-    if missing:
+def _reload(client, name: str, commands: list, outcomes: list) -> None:
+    """Load the script and resend the calls that met NOSCRIPT (they did not run)."""
+    missing = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, NoScriptError)]
+    if not missing:
+        return
+    try:
         client.script_load(source(name))
-        retried = _pipeline(client, sha, [calls[i] for i in missing], ())
-        for i, reply in zip(missing, retried, strict=True):
-            replies[i] = reply
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+    except RedisError as exc:
+        for i in missing:
+            outcomes[i] = NotSent(exc)
+        return
+    for i, outcome in zip(missing, delivery.send(client, [commands[i] for i in missing]),
+                          strict=True):
+        outcomes[i] = outcome
+
+
+def call_many(client, name: str, calls: Sequence[tuple[str | list[str], list]],
+              prelude: Sequence[tuple] = ()) -> list:
+    """Run script `name` once per (key or keys, args) after the prelude; one outcome per call.
+
+    An outcome is the script's reply or a failure (`delivery.failed`) for
+    `error_of`. Everything goes out in one round trip once the script is
+    loaded. The prelude (idempotent registry writes such as SADD) is resent
+    once on its own if it failed while the calls ran.
+    """
+    commands = _commands(digest(name), calls, prelude)
+    outcomes = delivery.send(client, commands)
+    _reload(client, name, commands, outcomes)
+    head, replies = outcomes[:len(prelude)], outcomes[len(prelude):]
+    again = [commands[i] for i, outcome in enumerate(head) if failed(outcome)]
+    if again and not any(failed(reply) for reply in replies):
+        for outcome in delivery.send(client, again):
+            if failed(outcome):
+                log.error("registry write failed after a script call applied: %s",
+                          error_of(outcome))
     return replies
 
 
-def call(client, name: str, key: str, args: list, prelude: Sequence[tuple] = ()):
-    """Run script `name` once on `key` (one round trip once loaded); return its reply."""
-    return call_many(client, name, [(key, args)], prelude)[0]
+def call(client, name: str, key: str | list[str], args: list, prelude: Sequence[tuple] = (),
+         refusals: Mapping[str, Callable[[str], TallyError]] | None = None):
+    """Run script `name` once on `key` (or keys); return its reply or raise its Tally error."""
+    reply = call_many(client, name, [(key, args)], prelude)[0]
+    if failed(reply):
+        raise error_of(reply, refusals)
+    return reply

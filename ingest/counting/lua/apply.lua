@@ -1,21 +1,48 @@
 -- Apply a batch of validated events atomically (Tally's batch step).
 --
--- Per hash tag: dedup against earlier batches, aggregate the accepted events
--- so every hash, HyperLogLog, set and sorted set is touched once per batch,
--- then write. Key names follow ingest/counting/keys.py; KEYS[1] is any key
--- of the (single) tag on a cluster and only routes the call.
+-- THE RULE: no command that can fail runs after the first write. Redis does
+-- not roll back a script that stops part-way; it keeps what was written. So
+-- the script has two phases, and every group of the batch is planned before
+-- any group is written:
+--
+-- 1. Plan (plan_group): read every key the write phase will touch. A read
+--    fails on a key of another type and, on a cluster, on a key this node
+--    does not serve (slot migration), so those errors come here. Decide
+--    dedup, sum every field exactly (parts of at most 2^53 - 1), and refuse
+--    the whole batch with an error reply if a count would pass LIMIT or a
+--    stored value is not what a write needs. Nothing is written here, and
+--    all Lua that can raise (tonumber on stored data, unpack) runs here.
+-- 2. Write (write_group): only commands that cannot fail on keys the plan
+--    checked: HSET, HINCRBY (checked to stay below 2^63), HINCRBYFLOAT,
+--    PFADD, SADD, BITFIELD SET, ZADD, ZREMRANGEBYRANK, EXPIRE, with
+--    arguments from the plan or from replies of these commands. Under
+--    maxmemory Redis refuses only a script's first write (OOM), so a batch
+--    refused for memory changes nothing either.
+--
+-- A new write needs the read that checks its key in plan_group;
+-- tests/test_counting_atomicity.py puts a key of every kind in the way.
+--
+-- Key names follow ingest/counting/keys.py; KEYS[1] is any key of the
+-- (single) tag on a cluster and only routes the call.
 --
 -- ARGV: now, dedup_mode, window, bloom_bits, bloom_hashes, ttl_m, ttl_h, ttl_d,
---       ttl_viewers, top_capacity, sink_count, sinks..., payload
+--       ttl_viewers, top_capacity, sink_count, sinks..., registry, counter_count,
+--       counters..., payload
+-- registry, counters: on one Redis the script adds the batch's counters to
+--   the counter registry set itself, so a refused batch does not register
+--   them either (a cluster sends counter_count 0: the registry lives in
+--   another slot, and batch.py writes it alongside).
 -- payload (JSON, built by ingest/counting/plan.py): a list of tag groups
 --   [tag, batch_duplicates, members, keys]
 --   members: dedup members ("<id>\n<key>") of the group's events with an id,
 --            distinct (repeats inside the batch are already counted in
 --            batch_duplicates), in the order the runs below consume them
---   keys:    [[key, runs], ...], each key once; a run is the events of the key
---            with one ts and value: [ts, value, a, b, c, users]: a events with
---            id and user, b with id and no user, c with neither; `users` holds
---            the a users, then the users of the run's events without an id.
+--   keys:    [[key, runs(, spread)], ...], each key once; spread (default 1)
+--            is the number of shards a hot key is spread over. A run is the
+--            events of the key with one ts and value: [ts, value, a, b, c,
+--            users]: a events with id and user, b with id and no user, c
+--            with neither; `users` holds the a users, then the users of the
+--            run's events without an id.
 
 local now = tonumber(ARGV[1])
 local dedup_mode, window = ARGV[2], tonumber(ARGV[3])
@@ -25,17 +52,32 @@ local ttl_viewers, top_capacity = tonumber(ARGV[9]), tonumber(ARGV[10])
 local sink_count = tonumber(ARGV[11])
 local sinks = {}
 for i = 1, sink_count do sinks[i] = ARGV[11 + i] end
-local groups = cjson.decode(ARGV[12 + sink_count])
+local registry, counter_count = ARGV[12 + sink_count], tonumber(ARGV[13 + sink_count])
+local counters = {}
+for i = 1, counter_count do counters[i] = ARGV[13 + sink_count + i] end
+local groups = cjson.decode(ARGV[14 + sink_count + counter_count])
 
-local call, floor, min = redis.call, math.floor, math.min
+local call, floor, min, find = redis.call, math.floor, math.min, string.find
 local RESOLUTIONS = {{'m', 60}, {'h', 3600}, {'d', 86400}}
+local RESOLUTION_NAMES = {m = 'minute', h = 'hour', d = 'day'}
 
--- Lua numbers are doubles: a sum is only exact up to 2^53 - 1. Sums that
--- would pass it go through HINCRBY, which is exact in 64 bits.
+-- Lua numbers are doubles: a sum is only exact up to 2^53 - 1. A field whose
+-- sum may pass it is written with HINCRBY, exact in 64 bits, in parts that
+-- are each exact.
 local SAFE = 9007199254740991
 
+-- Counts are 64-bit integers in Redis, PostgreSQL and InfluxDB. A batch is
+-- refused when any field it writes would pass LIMIT (below 2^63 by far more
+-- than a double's rounding error), a hot key's fields when they would pass
+-- LIMIT / spread, so the sum of its shards stays below LIMIT too.
+local LIMIT = 9.2e18
+
+-- Refusals: the Python side maps the code word to its own error.
+local OVERFLOW, STATE = 'TALLY_OVERFLOW', 'TALLY_STATE'
+local function refuse(code, message) error({err = code .. ' ' .. message}) end
+
 -- Variadic commands go out in chunks below Lua's unpack limit (a batch may
--- carry thousands of users for one key).
+-- carry thousands of users for one key); integer replies are summed.
 local CHUNK = 1000
 local function variadic(command, name, args, option)
   local total = 0
@@ -50,86 +92,165 @@ local function variadic(command, name, args, option)
   return total
 end
 
--- Hashes (buckets, totals, unique-view counts) are read once (HMGET) and
--- written once (HSET) per batch instead of one HINCRBY per field: two calls
--- per hash. A record lists fields and increments; `add` spills an increment
--- that would pass SAFE with HINCRBY right away.
-local function hash_record(name, ttl_seconds)
-  return {name = name, ttl = ttl_seconds, fields = {}, incs = {}, at = {}}
+local function is_integer_text(text)
+  return #text <= 20 and find(text, '^%-?%d+$') ~= nil
 end
 
-local function hash_add(h, field, value)
+local function is_float_text(text)
+  return find(text, '^%-?%d+%.?%d*$') ~= nil or find(text, '^%-?%d+%.?%d*[eE][-+]?%d+$') ~= nil
+end
+
+local function type_of(name)
+  local reply = call('TYPE', name)
+  return reply.ok or reply
+end
+
+-- Names one of which holds a key of another type (found only on refusal).
+local function refuse_type(names, want)
+  for _, name in ipairs(names) do
+    local kind = type_of(name)
+    if kind ~= 'none' and kind ~= want then
+      refuse(STATE, 'key ' .. name .. ' holds a ' .. kind .. ', not a ' .. want)
+    end
+  end
+  refuse(STATE, 'a key among ' .. names[1] .. ', ... is not a ' .. want)
+end
+
+-- A read of the plan phase: a key of another type than `want` is refused
+-- by name (`names` lists the keys read); any other error (a cluster slot
+-- in migration, say) is raised as Redis gave it.
+local function read(names, want, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    if find(reply.err, '^WRONGTYPE') then refuse_type(names, want) end
+    error(reply)
+  end
+  return reply
+end
+
+---------------------------------------------------------------------------
+-- Hash records (buckets, totals, unique-view counts): read once (HMGET)
+-- in the plan, written once (HSET) per batch instead of one HINCRBY per field.
+
+local function hash_record(name, ttl_seconds)
+  return {name = name, ttl = ttl_seconds, fields = {}, incs = {}, at = {}, parts = {}}
+end
+
+local function field_of(h, field)
   local pos = h.at[field]
   if not pos then
     pos = #h.fields + 1
     h.fields[pos], h.incs[pos], h.at[field] = field, 0, pos
   end
-  if h.incs[pos] + value > SAFE then
-    call('HINCRBY', h.name, field, h.incs[pos])
-    h.incs[pos], h.spilled = 0, true
+  return pos
+end
+
+-- Adds `value` (at most SAFE) to a field. An increment that would pass SAFE
+-- starts a new part, so every part stays exact.
+local function hash_add(h, field, value)
+  local pos = field_of(h, field)
+  local inc = h.incs[pos] + value
+  if inc > SAFE then
+    local parts = h.parts[pos]
+    if not parts then
+      parts = {}
+      h.parts[pos] = parts
+    end
+    parts[#parts + 1] = h.incs[pos]
+    inc = value
   end
-  h.incs[pos] = h.incs[pos] + value
+  h.incs[pos] = inc
   return pos
 end
 
 -- `count` events of `value` each (their product may pass SAFE).
 local function hash_add_many(h, field, value, count)
   if value * count <= SAFE then return hash_add(h, field, value * count) end
-  local pos
-  for _ = 1, count do pos = hash_add(h, field, value) end
+  local per, pos = floor(SAFE / value)
+  while count > 0 do
+    local n = min(count, per)
+    pos = hash_add(h, field, value * n)
+    count = count - n
+  end
   return pos
 end
 
--- Writes a record; h.values[pos] is the absolute value after the write and
--- h.present[pos] says whether the field existed before. A
--- hash that had any field before (and was not just created by a spill)
--- already has its TTL, so only a possibly new hash is given one.
-local function hash_write(h)
-  local fields, incs, values, present, pairs_ = h.fields, h.incs, {}, {}, {}
-  local existed = false
+-- Plan a record's write: h.old[pos] the stored value (a number or nil),
+-- h.values[pos] the value after the batch, h.big[pos] whether it may pass
+-- SAFE (then HINCRBY, which needs a stored integer), h.existed whether any
+-- field had a value (then the hash has its TTL already). `limit(field)`
+-- bounds each value; `describe(field)` names it in a refusal.
+local function plan_hash(h, limit, describe)
+  local fields, old, values, big = h.fields, {}, {}, {}
   for from = 1, #fields, CHUNK do
     local to = min(from + CHUNK - 1, #fields)
-    local old = call('HMGET', h.name, unpack(fields, from, to))
+    local got = read({h.name}, 'hash', 'HMGET', h.name, unpack(fields, from, to))
     for j = from, to do
-      local sum, before = incs[j], old[j - from + 1]
-      if before then existed, present[j], sum = true, true, sum + tonumber(before) end
-      if sum > SAFE then
-        values[j] = call('HINCRBY', h.name, fields[j], incs[j])
-      else
-        values[j] = sum
-        pairs_[#pairs_ + 1] = fields[j]
-        pairs_[#pairs_ + 1] = sum
+      local before, sum, parts = got[j - from + 1], h.incs[j], h.parts[j]
+      if parts then
+        for _, part in ipairs(parts) do sum = sum + part end
       end
+      if before then
+        local n = tonumber(before)
+        if not n then refuse(STATE, 'field ' .. fields[j] .. ' of ' .. h.name .. ' is not a count') end
+        old[j], sum, h.existed = n, sum + n, true
+      end
+      if sum > limit(fields[j]) then refuse(OVERFLOW, describe(fields[j])) end
+      if parts or sum > SAFE then
+        if before and not is_integer_text(before) then
+          refuse(STATE, 'field ' .. fields[j] .. ' of ' .. h.name .. ' is not an integer')
+        end
+        big[j] = true
+      end
+      values[j] = sum
+    end
+  end
+  h.old, h.values, h.big = old, values, big
+end
+
+local function write_hash(h)
+  local pairs_ = {}
+  for j, field in ipairs(h.fields) do
+    if h.big[j] then
+      for _, part in ipairs(h.parts[j] or {}) do call('HINCRBY', h.name, field, part) end
+      h.values[j] = call('HINCRBY', h.name, field, h.incs[j])
+    else
+      pairs_[#pairs_ + 1] = field
+      pairs_[#pairs_ + 1] = h.values[j]
     end
   end
   for from = 1, #pairs_, 2 * CHUNK do
     call('HSET', h.name, unpack(pairs_, from, min(from + 2 * CHUNK - 1, #pairs_)))
   end
-  if h.ttl and #fields > 0 and (h.spilled or not existed) then
-    call('EXPIRE', h.name, h.ttl, 'NX')
-  end
-  h.values, h.present = values, present
+  if h.ttl and #h.fields > 0 and not h.existed then call('EXPIRE', h.name, h.ttl, 'NX') end
 end
 
--- Both dedup modes rotate generations of window/2 seconds and look a member
+---------------------------------------------------------------------------
+-- Dedup. Both modes rotate generations of window/2 seconds and look a member
 -- up in the current generation and the two before it, so it is remembered
--- for at least `window` seconds (and at most 1.5 windows). Each returns the
--- set of positions in `members` seen before and records the others.
+-- for at least `window` seconds (and at most 1.5 windows). The plan finds
+-- the positions in `members` seen before; the write records the others.
 local generation = floor(now / math.max(1, floor(window / 2)))
 
 -- Exact: one set of members per shard and generation, three SMISMEMBER and
 -- one SADD per batch.
 local function exact_seen(tag, members)
-  local seen, new = {}, {}
+  local seen = {}
   for gen = generation, generation - 2, -1 do
     for from = 1, #members, CHUNK do
-      local found = call('SMISMEMBER', tag .. 'ids:' .. gen,
+      local name = tag .. 'ids:' .. gen
+      local found = read({name}, 'set', 'SMISMEMBER', name,
         unpack(members, from, min(from + CHUNK - 1, #members)))
       for j = 1, #found do
         if found[j] == 1 then seen[from + j - 1] = true end
       end
     end
   end
+  return seen
+end
+
+local function exact_record(tag, members, seen)
+  local new = {}
   for j = 1, #members do
     if not seen[j] then new[#new + 1] = members[j] end
   end
@@ -138,11 +259,12 @@ local function exact_seen(tag, members)
     variadic('SADD', current, new)
     call('EXPIRE', current, window * 2, 'NX')
   end
-  return seen
 end
 
 -- Bloom: a filter per shard and generation; bit positions of a member come
--- from its SHA-1 by double hashing. One BITFIELD reads many members' bits.
+-- from its SHA-1 by double hashing. One BITFIELD reads many members' bits;
+-- the current generation is read for every member, which also checks the
+-- key's type and every offset the write will set.
 local function bloom_positions(member)
   local digest = redis.sha1hex(member)
   local h1 = tonumber(string.sub(digest, 1, 8), 16)
@@ -152,8 +274,8 @@ local function bloom_positions(member)
   return bits
 end
 
-local function bloom_seen(tag, members)
-  local seen, bits = {}, {}
+local function bloom_seen(tag, members, bits)
+  local seen = {}
   local per_call = math.max(1, floor(6 * CHUNK / (3 * bloom_hashes)))
   for j = 1, #members do bits[j] = bloom_positions(members[j]) end
   for gen = generation, generation - 2, -1 do
@@ -168,7 +290,8 @@ local function bloom_seen(tag, members)
           args[#args + 1] = 'GET'; args[#args + 1] = 'u1'; args[#args + 1] = bit
         end
       end
-      local got = call('BITFIELD', tag .. 'bloom:' .. gen, unpack(args))
+      local name = tag .. 'bloom:' .. gen
+      local got = read({name}, 'string', 'BITFIELD', name, unpack(args))
       for t = from, to do
         local base, all = (t - from) * bloom_hashes, true
         for i = 1, bloom_hashes do
@@ -178,6 +301,10 @@ local function bloom_seen(tag, members)
       end
     end
   end
+  return seen
+end
+
+local function bloom_record(tag, members, seen, bits)
   local current, set = tag .. 'bloom:' .. generation, {}
   for j = 1, #members do
     if not seen[j] then
@@ -190,8 +317,11 @@ local function bloom_seen(tag, members)
     call('BITFIELD', current, unpack(set, from, min(from + 4 * CHUNK - 1, #set)))
   end
   if #set > 0 then call('EXPIRE', current, window * 2, 'NX') end
-  return seen
 end
+
+---------------------------------------------------------------------------
+-- Aggregation (pure Lua): accepted events summed per (resolution, index,
+-- key), so every hash, HyperLogLog, set and sorted set is touched once.
 
 -- User lists are shared between records until a second list joins them.
 local function add_users(record, users)
@@ -230,7 +360,7 @@ end
 local function new_state(tag)
   return {tag = tag, buckets = {m = {}, h = {}, d = {}}, hashes = {}, keys = {},
     total = hash_record(tag .. 'total'), counter_users = {h = {}, d = {}},
-    events = 0, value = 0}
+    events = 0, value = 0, spread = {}}
 end
 
 local function bucket(state, res, index)
@@ -240,16 +370,11 @@ local function bucket(state, res, index)
     h = hash_record(name, ttl[res])
     -- Number-to-string conversion is slow in Lua: keep it per bucket, not per key.
     h.res, h.index, h.prefix = res, index, state.tag .. 'u:' .. res .. ':' .. index .. ':'
-    h.mark = index .. ':'
+    h.mark, h.tag_uv = index .. ':', state.tag .. 'uv:' .. index .. ':'
     state.buckets[res][index] = h
     state.hashes[#state.hashes + 1] = h
   end
   return h
-end
-
--- The shard's value statistic is a float (HINCRBYFLOAT), as Prometheus reads it.
-local function add_value(state, value)
-  state.value = state.value + value
 end
 
 local function cell_of(k, h, pos)
@@ -272,11 +397,8 @@ end
 
 local function count_run(state, k, ts, value, count, users)
   state.events = state.events + count
-  if value * count <= SAFE then
-    add_value(state, value * count)
-  else
-    for _ = 1, count do add_value(state, value) end
-  end
+  -- The shard's value statistic is a float (HINCRBYFLOAT), as Prometheus reads it.
+  state.value = state.value + value * count
   local cell
   for _, spec in ipairs(RESOLUTIONS) do
     local res, index = spec[1], floor(ts / spec[2])
@@ -288,7 +410,7 @@ local function count_run(state, k, ts, value, count, users)
         -- Users of the whole counter shard per hour/day, for the exporter.
         local cu = state.counter_users[res][index]
         if not cu then
-          cu = {res = res, index = index}
+          cu = {res = res, index = index, name = state.tag .. 'cu:' .. res .. ':' .. index}
           state.counter_users[res][index] = cu
           state.counter_users[#state.counter_users + 1] = cu
         end
@@ -300,16 +422,11 @@ local function count_run(state, k, ts, value, count, users)
   if #users > 0 then add_users(view_of(k, floor(ts / 86400), cell), users) end
 end
 
--- Dedup, then aggregate a group; returns (state, duplicates).
-local function aggregate(group)
-  local state, members = new_state(group[1]), group[3]
-  local seen = {}
-  if #members > 0 then
-    seen = (dedup_mode == 'exact' and exact_seen or bloom_seen)(state.tag, members)
-  end
+local function aggregate(state, group, seen)
   local at, duplicates = 0, group[2]
   for _, entry in ipairs(group[4]) do
     local k = {key = entry[1], cells = {}, views = {}}
+    if entry[3] and entry[3] > 1 then state.spread[k.key] = entry[3] end
     for _, run in ipairs(entry[2]) do
       local count, users, lost = accepted(run, seen, at)
       duplicates = duplicates + lost
@@ -318,157 +435,291 @@ local function aggregate(group)
     end
     if #k.cells > 0 then state.keys[#state.keys + 1] = k end
   end
-  return state, duplicates
+  state.duplicates = duplicates
 end
 
--- Sorted sets: dirty marks keep their first score (NX); top sets take
--- absolute counts and are trimmed once they pass twice their capacity.
-local function zadd_top(name, args, ttl_seconds)
-  local added = variadic('ZADD', name, args)
-  local size = call('ZCARD', name)
-  if size > 2 * top_capacity then call('ZREMRANGEBYRANK', name, 0, size - top_capacity - 1) end
-  -- A set that existed already has its TTL; a new one adds every member.
-  if ttl_seconds and added * 2 == #args then call('EXPIRE', name, ttl_seconds, 'NX') end
-end
+---------------------------------------------------------------------------
+-- Plan checks of the keys that are not hashes.
 
--- HyperLogLogs and viewer sets always get their TTL when created (in this
--- script), so one that exists needs no EXPIRE. Where the key's bucket field
--- existed before this batch they probably exist: one EXISTS over those
--- names replaces up to four EXPIREs; if any is missing, all get EXPIRE NX.
-local function probe(k)
-  local names = {}
-  for _, c in ipairs(k.cells) do
-    if c.users then
-      c.name = c.hash.prefix .. k.key
-      if c.hash.present[c.pos] then names[#names + 1] = c.name end
+-- HyperLogLogs: MGET answers nil for a missing key and for a key of another
+-- type, so EXISTS counting more keys than MGET returned strings means one of
+-- them is not a string. A string must carry the HyperLogLog header (magic,
+-- then encoding: 0 dense with all registers, 1 sparse), as PFADD demands.
+-- Returns the set of names that exist.
+local HLL_DENSE_BYTES = 16 + 16384 * 6 / 8
+local function plan_hlls(names)
+  local exists = {}
+  for from = 1, #names, CHUNK do
+    local to = min(from + CHUNK - 1, #names)
+    local got, strings = call('MGET', unpack(names, from, to)), 0
+    for j = from, to do
+      local v = got[j - from + 1]
+      if v then
+        strings, exists[names[j]] = strings + 1, true
+        local encoding = string.byte(v, 5)
+        if string.sub(v, 1, 4) ~= 'HYLL'
+            or not (encoding == 1 or (encoding == 0 and #v == HLL_DENSE_BYTES)) then
+          refuse(STATE, 'key ' .. names[j] .. ' is a string but not a HyperLogLog')
+        end
+      end
+    end
+    if call('EXISTS', unpack(names, from, to)) ~= strings then
+      local chunk = {}
+      for j = from, to do chunk[#chunk + 1] = names[j] end
+      refuse_type(chunk, 'string')
     end
   end
-  for _, v in ipairs(k.views) do
-    if v.cell.hash.present[v.cell.pos] then
+  return exists
+end
+
+-- Viewer sets: SINTERCARD checks the type of every key it is given before
+-- it looks at members, and stops at once when one is missing; `absent` is a
+-- name Tally never creates, so the call is only that check.
+local function check_sets(names, absent)
+  for from = 1, #names, CHUNK do
+    local chunk = {}
+    for j = from, min(from + CHUNK - 1, #names) do chunk[#chunk + 1] = names[j] end
+    chunk[#chunk + 1] = absent
+    read(chunk, 'set', 'SINTERCARD', #chunk, unpack(chunk))
+  end
+end
+
+-- Stats fields must be numbers HINCRBY / HINCRBYFLOAT accept.
+local function plan_stats(state)
+  local name = state.tag .. 'stats'
+  local got = read({name}, 'hash', 'HMGET', name, 'events', 'duplicates', 'value')
+  for i, field in ipairs({'events', 'duplicates'}) do
+    local v = got[i]
+    if v and not (is_integer_text(v) and tonumber(v) < LIMIT) then
+      refuse(STATE, 'field ' .. field .. ' of ' .. name .. ' is not an integer count')
+    end
+  end
+  if got[3] and not (is_float_text(got[3]) and tonumber(got[3]) < math.huge) then
+    refuse(STATE, 'field value of ' .. name .. ' is not a number')
+  end
+end
+
+local function describe_total(state)
+  return function(key)
+    local spread = state.spread[key]
+    local text = 'the all-time total of key ' .. key ..
+      ' would pass 9.2e18, the largest count Tally stores'
+    if spread then text = text .. ' (a hot key over ' .. spread .. ' shards: 9.2e18 / ' ..
+      spread .. ' per shard)' end
+    return text
+  end
+end
+
+local function key_limit(state)
+  return function(key) return LIMIT / (state.spread[key] or 1) end
+end
+
+local function no_limit() return LIMIT end
+
+---------------------------------------------------------------------------
+-- Plan phase of one group: reads and checks only.
+
+local function plan_group(group)
+  local state, members = new_state(group[1]), group[3]
+  local tag = state.tag
+  local seen, bits = {}, {}
+  if #members > 0 then
+    if dedup_mode == 'exact' then
+      seen = exact_seen(tag, members)
+    else
+      seen = bloom_seen(tag, members, bits)
+    end
+  end
+  state.members, state.seen, state.bits = members, seen, bits
+  aggregate(state, group, seen)
+
+  local limit, describe = key_limit(state), describe_total(state)
+  plan_hash(state.total, limit, describe)
+  for _, h in ipairs(state.hashes) do
+    plan_hash(h, limit, function(key)
+      return 'the count of key ' .. key .. ' in ' .. RESOLUTION_NAMES[h.res] .. ' ' .. h.index ..
+        ' would pass 9.2e18, the largest count Tally stores'
+    end)
+  end
+
+  -- Unique views: the new viewers are known only when SADD answers, so the
+  -- counts are read here and bounded by the number of users in the batch.
+  local hll_names, uv_names, uv_likely = {}, {}, {}
+  state.uvc, state.uvc_list, state.uvc_all = {}, {}, hash_record(tag .. 'uvc:all')
+  for _, k in ipairs(state.keys) do
+    for _, c in ipairs(k.cells) do
+      if c.users then
+        c.name = c.hash.prefix .. k.key
+        hll_names[#hll_names + 1] = c.name
+      end
+    end
+    for _, v in ipairs(k.views) do
       v.name = v.cell.hash.tag_uv .. k.key
-      names[#names + 1] = v.name
+      uv_names[#uv_names + 1] = v.name
+      if v.cell.hash.old[v.cell.pos] then uv_likely[#uv_likely + 1] = v.name end
+      local h = state.uvc[v.day]
+      if not h then
+        h = hash_record(tag .. 'uvc:' .. v.day, ttl.d)
+        state.uvc[v.day] = h
+        state.uvc_list[#state.uvc_list + 1] = h
+      end
+      h.incs[field_of(h, k.key)] = #v.users
+      local all = field_of(state.uvc_all, k.key)
+      state.uvc_all.incs[all] = state.uvc_all.incs[all] + #v.users
     end
   end
-  return #names >= 2 and call('EXISTS', unpack(names)) == #names and names or {}
+  local describe_views = function(key) return 'the unique views of key ' .. key ..
+    ' would pass 9.2e18' end
+  for _, h in ipairs(state.uvc_list) do plan_hash(h, no_limit, describe_views) end
+  plan_hash(state.uvc_all, no_limit, describe_views)
+  for _, h in ipairs(state.uvc_list) do h.incs = {} end
+  state.uvc_all.incs = {}
+
+  for _, cu in ipairs(state.counter_users) do hll_names[#hll_names + 1] = cu.name end
+  state.hll_exists = plan_hlls(hll_names)
+  check_sets(uv_names, tag .. 'absent')
+  -- Viewer sets whose day field existed almost always exist: one EXISTS over
+  -- them spares their EXPIREs (any missing: each new set gets EXPIRE NX).
+  local known = 0
+  for from = 1, #uv_likely, CHUNK do
+    known = known + call('EXISTS', unpack(uv_likely, from, min(from + CHUNK - 1, #uv_likely)))
+  end
+  state.uv_known = {}
+  if known == #uv_likely then
+    for _, name in ipairs(uv_likely) do state.uv_known[name] = true end
+  end
+
+  -- Sorted sets: ZCARD checks the type, and its size decides the trim.
+  state.dirty = {}
+  for i, sink in ipairs(sinks) do
+    state.dirty[i] = tag .. 'dirty:' .. sink
+    read({state.dirty[i]}, 'zset', 'ZCARD', state.dirty[i])
+  end
+  state.tops, state.days, state.sizes = {}, {}, {}
+  for _, h in ipairs(state.hashes) do
+    if h.res == 'd' then
+      state.days[#state.days + 1] = h.index
+      state.tops[h.index] = {}
+      local name = tag .. 'top:' .. h.index
+      state.sizes[h.index] = read({name}, 'zset', 'ZCARD', name)
+    end
+  end
+  state.sizes.all = read({tag .. 'top:all'}, 'zset', 'ZCARD', tag .. 'top:all')
+  plan_stats(state)
+  return state
 end
 
-local function write_key(state, k, out)
-  local known = {}
-  for _, name in ipairs(probe(k)) do known[name] = true end
+---------------------------------------------------------------------------
+-- Write phase of one group: no command here can fail (see the top).
+
+-- Top sets take absolute counts and are trimmed once they pass twice their
+-- capacity; `before` is the set's size before the batch (0: a new set,
+-- which gets its TTL).
+local function zadd_top(name, args, before, ttl_seconds)
+  if #args == 0 then return end
+  local size = before + variadic('ZADD', name, args)
+  if size > 2 * top_capacity then call('ZREMRANGEBYRANK', name, 0, size - top_capacity - 1) end
+  if ttl_seconds and before == 0 then call('EXPIRE', name, ttl_seconds, 'NX') end
+end
+
+local function write_key(state, k, dirty)
+  local exists = state.hll_exists
   for _, c in ipairs(k.cells) do
     local h = c.hash
-    if c.users and variadic('PFADD', c.name, c.users) > 0 and not known[c.name] then
-      call('EXPIRE', c.name, ttl[h.res], 'NX')
+    if c.users then
+      variadic('PFADD', c.name, c.users)
+      if not exists[c.name] then call('EXPIRE', c.name, ttl[h.res], 'NX') end
     end
     if h.res == 'm' then
-      out.dirty[#out.dirty + 1] = now
-      out.dirty[#out.dirty + 1] = h.mark .. k.key
+      dirty[#dirty + 1] = now
+      dirty[#dirty + 1] = h.mark .. k.key
     elseif h.res == 'd' then
-      local top = out.tops[h.index]
-      if not top then
-        top = {}
-        out.tops[h.index] = top
-        out.days[#out.days + 1] = h.index
-      end
       -- Scores are the absolute day count, so trimming never loses accuracy.
+      local top = state.tops[h.index]
       top[#top + 1] = h.values[c.pos]
       top[#top + 1] = k.key
     end
   end
   -- Unique views: one SADD per (key, day) says how many users are new that day.
   for _, v in ipairs(k.views) do
-    local name = v.name or state.tag .. 'uv:' .. v.day .. ':' .. k.key
-    local new = variadic('SADD', name, v.users)
+    local new = variadic('SADD', v.name, v.users)
     if new > 0 then
-      if not known[name] then
+      if not state.uv_known[v.name] then
         -- Until the day's end plus the lateness, even if an event from a
         -- fast clock created the set before the day began.
-        call('EXPIRE', name,
+        call('EXPIRE', v.name,
           math.max(ttl_viewers, (v.day + 1) * 86400 + ttl_viewers - 86400 - now), 'NX')
       end
-      local h = out.uvc[v.day]
-      if not h then
-        h = hash_record(state.tag .. 'uvc:' .. v.day, ttl.d)
-        out.uvc[v.day] = h
-        out.uvc_list[#out.uvc_list + 1] = h
-      end
-      hash_add(h, k.key, new)
-      hash_add(out.uvc_all, k.key, new)
+      local h = state.uvc[v.day]
+      h.incs[h.at[k.key]] = new
+      local all = state.uvc_all.at[k.key]
+      state.uvc_all.incs[all] = (state.uvc_all.incs[all] or 0) + new
     end
   end
 end
 
-local function write(state, duplicates)
+-- Unique-view counts: old value plus the new viewers SADD reported.
+local function write_views(h)
+  local pairs_ = {}
+  for pos, field in ipairs(h.fields) do
+    local new = h.incs[pos]
+    if new then
+      pairs_[#pairs_ + 1] = field
+      pairs_[#pairs_ + 1] = (h.old[pos] or 0) + new
+    end
+  end
+  for from = 1, #pairs_, 2 * CHUNK do
+    call('HSET', h.name, unpack(pairs_, from, min(from + 2 * CHUNK - 1, #pairs_)))
+  end
+  if h.ttl and #pairs_ > 0 and not h.existed then call('EXPIRE', h.name, h.ttl, 'NX') end
+end
+
+local function write_group(state)
   local tag = state.tag
-  for _, h in ipairs(state.hashes) do
-    hash_write(h)
-    h.tag_uv = tag .. 'uv:' .. h.index .. ':'
+  if #state.members > 0 then
+    if dedup_mode == 'exact' then
+      exact_record(tag, state.members, state.seen)
+    else
+      bloom_record(tag, state.members, state.seen, state.bits)
+    end
   end
-  hash_write(state.total)
-  local out = {dirty = {}, tops = {}, days = {}, uvc = {}, uvc_list = {},
-    uvc_all = hash_record(tag .. 'uvc:all')}
-  for _, k in ipairs(state.keys) do write_key(state, k, out) end
-  for _, h in ipairs(out.uvc_list) do hash_write(h) end
-  hash_write(out.uvc_all)
-  for _, sink in ipairs(sinks) do
-    -- Score = when the mark was first set (NX), so the flusher can report its lag.
-    if #out.dirty > 0 then variadic('ZADD', tag .. 'dirty:' .. sink, out.dirty, 'NX') end
+  for _, h in ipairs(state.hashes) do write_hash(h) end
+  write_hash(state.total)
+  local dirty = {}
+  for _, k in ipairs(state.keys) do write_key(state, k, dirty) end
+  for _, h in ipairs(state.uvc_list) do write_views(h) end
+  write_views(state.uvc_all)
+  -- Score = when the mark was first set (NX), so the flusher can report its lag.
+  if #dirty > 0 then
+    for _, name in ipairs(state.dirty) do variadic('ZADD', name, dirty, 'NX') end
   end
-  for _, day in ipairs(out.days) do zadd_top(tag .. 'top:' .. day, out.tops[day], ttl.d) end
+  for _, day in ipairs(state.days) do
+    zadd_top(tag .. 'top:' .. day, state.tops[day], state.sizes[day], ttl.d)
+  end
   for _, cu in ipairs(state.counter_users) do
-    local name = tag .. 'cu:' .. cu.res .. ':' .. cu.index
-    if variadic('PFADD', name, cu.users) > 0 then call('EXPIRE', name, ttl[cu.res], 'NX') end
+    variadic('PFADD', cu.name, cu.users)
+    if not state.hll_exists[cu.name] then call('EXPIRE', cu.name, ttl[cu.res], 'NX') end
   end
   local top_all = {}
   for pos, key in ipairs(state.total.fields) do
     top_all[#top_all + 1] = state.total.values[pos]
     top_all[#top_all + 1] = key
   end
-  if #top_all > 0 then zadd_top(tag .. 'top:all', top_all) end
+  zadd_top(tag .. 'top:all', top_all, state.sizes.all)
   local stats = tag .. 'stats'
   if state.events > 0 then call('HINCRBY', stats, 'events', state.events) end
-  if duplicates > 0 then call('HINCRBY', stats, 'duplicates', duplicates) end
+  if state.duplicates > 0 then call('HINCRBY', stats, 'duplicates', state.duplicates) end
   if state.value > 0 then call('HINCRBYFLOAT', stats, 'value', state.value) end
 end
 
--- Counts are 64-bit integers in Redis, PostgreSQL and InfluxDB. Every bucket
--- of a key is at most the key's all-time total, so a batch is refused, before
--- its first write, when it could carry any total past LIMIT (duplicates
--- counted too: an upper bound). A refused batch changes nothing. The shard's
--- value statistic bounds every key total in it, so one HGET per tag settles
--- the check on the hot path; key totals are read only near the limit.
-local LIMIT = 9.2e18  -- below 2^63 by far more than a double's rounding error
-local function overflowing_key()
-  for _, group in ipairs(groups) do
-    local names, sums, group_sum = {}, {}, 0
-    for _, entry in ipairs(group[4]) do
-      local sum = 0
-      for _, run in ipairs(entry[2]) do sum = sum + run[2] * (run[3] + run[4] + run[5]) end
-      names[#names + 1], sums[#sums + 1], group_sum = entry[1], sum, group_sum + sum
-    end
-    local shard_value = tonumber(call('HGET', group[1] .. 'stats', 'value')) or 0
-    if shard_value + group_sum > LIMIT then
-      for from = 1, #names, CHUNK do
-        local to = min(from + CHUNK - 1, #names)
-        local totals = call('HMGET', group[1] .. 'total', unpack(names, from, to))
-        for j = from, to do
-          if (tonumber(totals[j - from + 1]) or 0) + sums[j] > LIMIT then return names[j] end
-        end
-      end
-    end
-  end
-end
-
-local too_big = overflowing_key()
-if too_big then
-  return redis.error_reply('TALLY_OVERFLOW the all-time total of key ' .. too_big ..
-    ' would pass 9.2e18, the largest count Tally stores')
-end
-
+local planned = {}
+for i, group in ipairs(groups) do planned[i] = plan_group(group) end
+if counter_count > 0 then read({registry}, 'set', 'SCARD', registry) end
+-- The first write: everything below cannot fail.
 local applied, duplicates = 0, 0
-for _, group in ipairs(groups) do
-  local state, group_duplicates = aggregate(group)
-  write(state, group_duplicates)
-  applied, duplicates = applied + state.events, duplicates + group_duplicates
+for _, state in ipairs(planned) do
+  write_group(state)
+  applied, duplicates = applied + state.events, duplicates + state.duplicates
 end
+if counter_count > 0 then call('SADD', registry, unpack(counters)) end
 return {applied, duplicates}
