@@ -8,6 +8,7 @@ for a shared 2-core machine; throughput lives in bench/.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import statistics
 import time
@@ -124,3 +125,43 @@ def test_server_level_errors_are_problem_json(server, raw, status, slug):
     logged = [json.loads(line) for log in tmp.glob("serve-*.log")
               for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(f"answered {status} {slug}" in line.get("message", "") for line in logged)
+
+
+def upload_until_answered(sock: socket.socket, data: bytes, piece: int = 256 * 1024) -> bytes:
+    """Send data piece by piece; stop and return the answer as soon as the server sends one."""
+    for start in range(0, len(data), piece):
+        if select.select([sock], [], [], 0)[0]:
+            break
+        try:
+            sock.sendall(data[start:start + piece])
+        except OSError:
+            break
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(65536)
+    except TimeoutError:
+        return b""  # no answer: the server is holding the body, as it should
+
+
+def test_a_worker_buffers_a_bounded_amount_of_request_bodies(small_server):
+    base, port = small_server
+    size = 5 * 1024 * 1024  # TALLY_MAX_BODY_BYTES: each upload stops one byte short
+    head = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % size)
+    uploads, answers = [], []
+    try:
+        for _ in range(16):  # each opened just before its upload, well inside the deadlines
+            uploads.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            answers.append(upload_until_answered(uploads[-1], head + b" " * (size - 1)))
+    finally:
+        for sock in uploads:
+            sock.close()
+    refused = [problem(answer) for answer in answers if answer]
+    assert len(refused) == 16 - 12, answers  # 64 MiB hold twelve such bodies, not thirteen
+    for status, headers, body in refused:
+        assert (status, headers["retry-after"], body["type"]) == (
+            503, "1", "urn:tally:problem:server-busy")
+    time.sleep(0.5)  # the worker notices the closed uploads and frees their bytes
+    answer = requests.post(f"{base}/v1/events", json={"counter": "c", "key": "k"}, headers=W,
+                           timeout=10)
+    assert answer.status_code == 200
