@@ -141,35 +141,46 @@ class _Values:
         """The 400 for a syntax error at pos of the text."""
         return _problem(json.JSONDecodeError(message, self.text, pos), self.where)
 
+    def slide(self, pos: int) -> None:
+        """Make sure the window holds MAX_VALUE_CHARS (and a little) from pos, or the rest."""
+        if self.end < min(len(self.text), pos + _AHEAD):
+            self.start, self.window = pos, self.text[pos:pos + _WINDOW]
+            self.end = pos + len(self.window)
+
+    def refuse(self, exc: Exception, pos: int) -> Problem:
+        """The answer to a failed parse of the value at pos (window already slid there)."""
+        if isinstance(exc, StopIteration):  # what raw_decode reports as "Expecting value"
+            exc = json.JSONDecodeError("Expecting value", self.window, exc.value)
+        if not isinstance(exc, json.JSONDecodeError):
+            return _problem(exc, self.where)
+        cut = exc.pos >= len(self.window) - _LOOKAHEAD or exc.msg.startswith("Unterminated")
+        if cut and self.end < len(self.text):  # it runs on past the window: too long
+            return _too_long(self.where, self.text, pos)
+        return self.fail(exc.msg, self.start + exc.pos)
+
     def value(self, pos: int) -> tuple[object, int]:
         """The value starting at pos and the position just after it."""
-        text = self.text
-        if self.end < min(len(text), pos + MAX_VALUE_CHARS + _LOOKAHEAD):
-            self.start, self.window = pos, text[pos:pos + _WINDOW]
-            self.end = pos + len(self.window)
+        self.slide(pos)
         offset = pos - self.start
         try:
             value, end = _SCAN(self.window, offset)
-        except StopIteration as stop:  # what raw_decode reports as "Expecting value"
-            raise self._failure("Expecting value", stop.value, pos) from None
-        except json.JSONDecodeError as exc:
-            raise self._failure(exc.msg, exc.pos, pos) from None
-        except _PARSE_ERRORS as exc:
-            raise _problem(exc, self.where) from None
+        except (StopIteration, *_PARSE_ERRORS) as exc:
+            raise self.refuse(exc, pos) from None
         if end - offset > MAX_VALUE_CHARS:
-            raise _too_long(self.where, text, pos)
+            raise _too_long(self.where, self.text, pos)
         return value, self.start + end
 
-    def _failure(self, message: str, at: int, pos: int) -> Problem:
-        """A syntax error at window position `at`, or a 413 if the window cut the value short."""
-        cut = at >= len(self.window) - _LOOKAHEAD or message.startswith("Unterminated")
-        if cut and self.end < len(self.text):  # it runs on past the window: too long
-            return _too_long(self.where, self.text, pos)
-        return self.fail(message, self.start + at)
 
-
+_AHEAD = MAX_VALUE_CHARS + _LOOKAHEAD
 _SCAN = _DECODER.scan_once
 _KINDS = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "an array"}
+
+
+def _one_object(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise bad_request(f"{where} must be a JSON array of event objects or one event "
+                          f"object, not {_KINDS.get(type(value), 'null')}", "invalid-body")
+    return value
 
 
 def json_values(text: str, where: str = "body") -> Iterator[object]:
@@ -178,24 +189,35 @@ def json_values(text: str, where: str = "body") -> Iterator[object]:
     Strict like `loads`, with the same errors; an element (or the object) longer
     than MAX_VALUE_CHARS is a 413. Anything else at the top is a 400 naming it.
     """
+    if len(text) <= MAX_VALUE_CHARS:  # what parsing it whole builds is bounded: at C speed
+        value = loads(text, where)
+        yield from value if isinstance(value, list) else [_one_object(value, where)]
+        return
     parser = _Values(text, where)
     pos = parser.skip(0)
     if not text.startswith("[", pos):
         value, pos = parser.value(pos)
         if parser.skip(pos) != len(text):
             raise parser.fail("Extra data", parser.skip(pos))
-        if not isinstance(value, dict):
-            raise bad_request(f"{where} must be a JSON array of event objects or one event "
-                              f"object, not {_KINDS.get(type(value), 'null')}", "invalid-body")
-        yield value
+        yield _one_object(value, where)
         return
     pos = parser.skip(pos + 1)
     if text.startswith("]", pos):
         pos += 1
     else:
-        while True:
-            value, pos = parser.value(pos)
+        scan, size = _SCAN, len(text)
+        while True:  # parser.value inlined: this loop runs once per event of every batch
+            if parser.end < size and parser.end < pos + _AHEAD:
+                parser.slide(pos)
+            offset = pos - parser.start
+            try:
+                value, end = scan(parser.window, offset)
+            except (StopIteration, *_PARSE_ERRORS) as exc:
+                raise parser.refuse(exc, pos) from None
+            if end - offset > MAX_VALUE_CHARS:
+                raise _too_long(where, text, pos)
             yield value
+            pos = parser.start + end
             if text.startswith(",", pos):  # compact JSON: no whitespace to look for
                 pos += 1
             else:
