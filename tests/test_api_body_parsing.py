@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.api.body import MAX_VALUE_CHARS, json_values, loads, ndjson
+from ingest.api.batch_json import MAX_VALUE_CHARS, json_values, ndjson
+from ingest.api.body import loads
 from ingest.api.problems import Problem
 
 

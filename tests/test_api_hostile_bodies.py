@@ -20,7 +20,8 @@ import zlib
 
 import pytest
 
-from ingest.api.body import MAX_GZIP_MEMBERS, MAX_VALUE_CHARS
+from ingest.api.batch_json import MAX_VALUE_CHARS
+from ingest.api.body import MAX_GZIP_MEMBERS
 from tests.test_api_support import W, snapshot
 
 MAX_BYTES = 5 * 1024 * 1024  # the default TALLY_MAX_BODY_BYTES the `api` fixture runs with

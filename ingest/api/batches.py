@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint
 
-from ingest.api import body
+from ingest.api import batch_json, body
 from ingest.api.access import note_events
 from ingest.api.auth import WRITE, scope
 from ingest.api.extensions import resources
@@ -34,7 +34,7 @@ def read_batch(max_bytes: int, max_events: int) -> Iterator[object]:
     """
     kind = body.media_type(body.JSON_TYPES | body.NDJSON_TYPES)
     text = body.text(body.raw_body(max_bytes))
-    values = body.ndjson(text) if kind in body.NDJSON_TYPES else body.json_values(text)
+    values = batch_json.ndjson(text) if kind in body.NDJSON_TYPES else batch_json.json_values(text)
     return _at_most(values, max_events)
 
 

@@ -4,18 +4,15 @@ JSON here is stricter than Python's: duplicate object keys, NaN/Infinity
 and invalid UTF-8 are refused with a precise 400 instead of being resolved
 silently, and a body is never decompressed past the size limit (gzip bombs).
 
-A body's cost is bounded by its size, whatever its shape: gzip members are
-inflated in one pass, and a batch is parsed one value at a time, each from
-a bounded window (`json_values`, `ndjson`), so the caller counts values as
-they come, stops at its limit, and keeps only what it has checked.
+Gzip members are inflated in one pass, so a body's cost is bounded by its
+size whatever its members; batch_json parses batches one value at a time
+with these rules.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import zlib
-from collections.abc import Iterator
 
 from flask import request
 
@@ -62,7 +59,7 @@ def _integer(literal: str) -> int:
 
 
 # One decoder for every call: json.loads(**kwargs) would build a new one each time.
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant,
+DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant,
                             parse_int=_integer)
 
 
@@ -71,7 +68,7 @@ def too_large(detail: str) -> Problem:
     return Problem(413, "too-large", "Content too large", detail)
 
 
-def _problem(exc: Exception, where: str) -> Problem:
+def parse_problem(exc: Exception, where: str) -> Problem:
     """The 400 for a failure to parse JSON: what went wrong and where."""
     if isinstance(exc, json.JSONDecodeError):
         return bad_request(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} "
@@ -88,185 +85,15 @@ def _problem(exc: Exception, where: str) -> Problem:
     return bad_request(f"{where} is JSON nested too deeply", "too-deep")
 
 
-_PARSE_ERRORS = (json.JSONDecodeError, _DuplicateKey, _BadConstant, _HugeInteger, RecursionError)
+PARSE_ERRORS = (json.JSONDecodeError, _DuplicateKey, _BadConstant, _HugeInteger, RecursionError)
 
 
 def loads(text: str, where: str = "body") -> object:
     """Parse one JSON text strictly; raise a 400 Problem saying what and where."""
     try:
-        return _DECODER.decode(text)
-    except _PARSE_ERRORS as exc:
-        raise _problem(exc, where) from None
-
-
-# One event, at every field's limit with every character escaped, is about 4 KB of JSON.
-MAX_VALUE_CHARS = 64 * 1024
-# Past the last complete token a parse may look this far ahead ("\\u12" is cut short).
-_LOOKAHEAD = 16
-# Values are parsed from a copy of this much of the text: one copy per ~3/4 window.
-_WINDOW = 4 * MAX_VALUE_CHARS
-_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, nothing else
-_CONTENT_LINE = re.compile(r"^[ \t\r]*[^ \t\r\n]", re.MULTILINE)
-
-
-def _position(text: str, pos: int) -> str:
-    line = text.count("\n", 0, pos) + 1
-    return f"line {line} column {pos - text.rfind(chr(10), 0, pos)}"
-
-
-def _too_long(where: str, text: str, pos: int) -> Problem:
-    return too_large(f"{where} has a value (at {_position(text, pos)}) longer than "
-                     f"{MAX_VALUE_CHARS} characters of JSON, the limit for one event")
-
-
-class _Values:
-    """Parses the values of one JSON text one at a time, each from at most MAX_VALUE_CHARS.
-
-    Python's parser builds up to ~25 bytes of objects per character ("[[],[],...]"),
-    so parsing a whole 5 MiB body at once costs over 100 MB before anything can
-    be counted or checked. Here each value is parsed from a bounded copy of the
-    text (a window), so what one value builds is bounded, and the caller can
-    drop it before the next is parsed. Positions in errors are the whole text's.
-    """
-
-    def __init__(self, text: str, where: str):
-        self.text, self.where = text, where
-        self.start, self.window, self.end = 0, "", 0  # the window is text[start:end]
-
-    def skip(self, pos: int) -> int:
-        """The position of the first non-whitespace character at or after pos."""
-        return _WHITESPACE.match(self.text, pos).end()
-
-    def fail(self, message: str, pos: int) -> Problem:
-        """The 400 for a syntax error at pos of the text."""
-        return _problem(json.JSONDecodeError(message, self.text, pos), self.where)
-
-    def slide(self, pos: int) -> None:
-        """Make sure the window holds MAX_VALUE_CHARS (and a little) from pos, or the rest."""
-        if self.end < min(len(self.text), pos + _AHEAD):
-            self.start, self.window = pos, self.text[pos:pos + _WINDOW]
-            self.end = pos + len(self.window)
-
-    def refuse(self, exc: Exception, pos: int) -> Problem:
-        """The answer to a failed parse of the value at pos (window already slid there)."""
-        if isinstance(exc, StopIteration):  # what raw_decode reports as "Expecting value"
-            exc = json.JSONDecodeError("Expecting value", self.window, exc.value)
-        if not isinstance(exc, json.JSONDecodeError):
-            return _problem(exc, self.where)
-        cut = exc.pos >= len(self.window) - _LOOKAHEAD or exc.msg.startswith("Unterminated")
-        if cut and self.end < len(self.text):  # it runs on past the window: too long
-            return _too_long(self.where, self.text, pos)
-        return self.fail(exc.msg, self.start + exc.pos)
-
-    def value(self, pos: int) -> tuple[object, int]:
-        """The value starting at pos and the position just after it."""
-        self.slide(pos)
-        offset = pos - self.start
-        try:
-            value, end = _SCAN(self.window, offset)
-        except (StopIteration, *_PARSE_ERRORS) as exc:
-            raise self.refuse(exc, pos) from None
-        if end - offset > MAX_VALUE_CHARS:
-            raise _too_long(self.where, self.text, pos)
-        return value, self.start + end
-
-
-_AHEAD = MAX_VALUE_CHARS + _LOOKAHEAD
-_SCAN = _DECODER.scan_once
-_KINDS = {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "an array"}
-
-
-def _one_object(value: object, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise bad_request(f"{where} must be a JSON array of event objects or one event "
-                          f"object, not {_KINDS.get(type(value), 'null')}", "invalid-body")
-    return value
-
-
-def json_values(text: str, where: str = "body") -> Iterator[object]:
-    """The elements of a top-level JSON array one at a time, or else the one top-level object.
-
-    Strict like `loads`, with the same errors; an element (or the object) longer
-    than MAX_VALUE_CHARS is a 413. Anything else at the top is a 400 naming it.
-    """
-    if len(text) <= MAX_VALUE_CHARS:  # what parsing it whole builds is bounded: at C speed
-        value = loads(text, where)
-        yield from value if isinstance(value, list) else [_one_object(value, where)]
-        return
-    parser = _Values(text, where)
-    pos = parser.skip(0)
-    if not text.startswith("[", pos):
-        value, pos = parser.value(pos)
-        if parser.skip(pos) != len(text):
-            raise parser.fail("Extra data", parser.skip(pos))
-        yield _one_object(value, where)
-        return
-    pos = parser.skip(pos + 1)
-    if text.startswith("]", pos):
-        pos += 1
-    else:
-        scan, size = _SCAN, len(text)
-        while True:  # parser.value inlined: this loop runs once per event of every batch
-            if parser.end < size and parser.end < pos + _AHEAD:
-                parser.slide(pos)
-            offset = pos - parser.start
-            try:
-                value, end = scan(parser.window, offset)
-            except (StopIteration, *_PARSE_ERRORS) as exc:
-                raise parser.refuse(exc, pos) from None
-            if end - offset > MAX_VALUE_CHARS:
-                raise _too_long(where, text, pos)
-            yield value
-            pos = parser.start + end
-            if text.startswith(",", pos):  # compact JSON: no whitespace to look for
-                pos += 1
-            else:
-                pos = parser.skip(pos)
-                if text.startswith("]", pos):
-                    pos += 1
-                    break
-                if not text.startswith(",", pos):
-                    raise parser.fail("Expecting ',' delimiter", pos)
-                pos += 1
-            if text[pos:pos + 1] in _BLANKS:
-                pos = parser.skip(pos)
-    if parser.skip(pos) != len(text):
-        raise parser.fail("Extra data", parser.skip(pos))
-
-
-_BLANKS = (" ", "\t", "\n", "\r")
-# Bodies of up to this many lines are split at once, at C speed; longer ones (hostile or
-# mostly blank) are searched line by line, so that none costs more than the lines it has.
-_SPLIT_LINES = 65_536
-
-
-def _content_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) of each line that is not just JSON whitespace."""
-    if text.count("\n") < _SPLIT_LINES:
-        for number, line in enumerate(text.split("\n"), 1):
-            if line.strip(" \t\r"):
-                yield number, line
-        return
-    number, counted_to = 1, 0
-    for match in _CONTENT_LINE.finditer(text):
-        start = match.start()
-        number += text.count("\n", counted_to, start)
-        counted_to = start
-        end = text.find("\n", start)
-        yield number, text[start:len(text) if end < 0 else end]
-
-
-def ndjson(text: str) -> Iterator[object]:
-    """Newline-delimited JSON one line at a time; lines of only JSON whitespace are skipped.
-
-    A line longer than MAX_VALUE_CHARS is a 413, found before it is parsed;
-    errors name the line.
-    """
-    for number, line in _content_lines(text):
-        if len(line) > MAX_VALUE_CHARS:
-            raise too_large(f"line {number} is longer than {MAX_VALUE_CHARS} characters, the "
-                            "limit for one event")
-        yield loads(line, f"line {number}")
+        return DECODER.decode(text)
+    except PARSE_ERRORS as exc:
+        raise parse_problem(exc, where) from None
 
 
 # An honest client sends one member, or a few when it concatenates compressed pieces.
