@@ -12,7 +12,7 @@ def test_the_database_is_newer_than_pythons_own():
     version = tuple(int(part) for part in UNICODE_VERSION.split("."))
     assert version >= (18, 0, 0)
     assert version > tuple(int(part) for part in unicodedata.unidata_version.split("."))
-    assert UNICODE_VERSION == unicodedata2.unidata_version
+    assert unicodedata2.unidata_version == UNICODE_VERSION
 
 
 def test_every_code_point_is_judged_by_the_current_database():
@@ -27,3 +27,11 @@ def test_printable_text():
     assert not "\U0001FAE8".isprintable()  # what the check was before: Python's Unicode 14
     for bad in ["a\nb", "\x7f", "\u00ad", "\u0378", "\u2028", "\U000E0001", "\ud800", "a\u00a0"]:
         assert not printable(bad), repr(bad)
+
+
+def test_the_influxdb_sink_takes_every_key_the_api_accepts():
+    """One rule: a key counted by the API with a new emoji is written to InfluxDB too."""
+    from tally.flusher.lineprotocol import representable
+
+    assert representable("shaking face \U0001FAE8")
+    assert not representable("a\u0378")
