@@ -23,7 +23,10 @@ large, timeouts, the connection limit) are problem+json like the app's.
 gevent monkey-patches the worker process before the app is built (gunicorn's
 gevent worker does it in init_process), so Redis calls yield to other
 greenlets; nothing here imports the app's modules at import time, because the
-master imports this module before any patching.
+master imports this module before any patching. The hooks overridden here
+(timeout_ctx, handle, handle_request, handle_error, load_wsgi) are
+gunicorn internals, so pyproject.toml pins gunicorn 27.x and
+tests/test_api_slowloris.py exercises each behaviour.
 """
 
 from __future__ import annotations
@@ -177,19 +180,6 @@ class IngestWorker(GeventWorker):
         """Build the app (after the fork and the monkey-patching), behind ReadBodyFirst."""
         super().load_wsgi()
         self.wsgi = ReadBodyFirst(self.wsgi, self.max_body_bytes, self.body_timeout)
-
-    def run(self) -> None:
-        """Serve until stopped, accepting every pending connection on each event-loop turn.
-
-        gunicorn's gevent worker accepts one connection per turn when several
-        workers share the socket; a loaded turn takes tens of milliseconds, so
-        a burst of new connections waited up to 2 s for their first byte to be
-        read (wrk's p99 of 64 connections was 1.3 s against 0.1 s in steady
-        state). This worker's copy of the configuration says one worker only
-        for gunicorn's check; the master keeps the real count.
-        """
-        self.cfg.set("workers", 1)
-        super().run()
 
     def timeout_ctx(self):
         """The deadline gunicorn puts around reading each request line and headers."""
