@@ -10,9 +10,12 @@ A scrape emits, for example::
     tally_top_key_count{counter="views",key="video:42",window="day"} 96.0
     tally_leaderboard_members{board="season1"} 5000.0
     tally_flusher_lag_seconds{sink="timescale"} 4.2
+    tally_flusher_last_success_timestamp_seconds{sink="timescale"} 1.7623e+09
     tally_flusher_rows_total{sink="timescale"} 88120.0
     tally_dirty_buckets{sink="influx"} 310.0
     tally_redis_memory_used_bytes 7.4e+07
+    tally_redis_memory_max_bytes 1.073741824e+09
+    tally_redis_memory_used_ratio 0.069
     tally_scrape_duration_seconds 0.012
 
 When Redis cannot be read, the scrape reports `tally_up 0` and no other
@@ -62,15 +65,20 @@ def counter_families(snap: Snapshot) -> Iterator[Metric]:
 
 
 def flusher_families(snap: Snapshot) -> Iterator[Metric]:
-    """Flusher health per sink and dirty marks waiting."""
+    """Lag per sink (from Redis itself), flusher health per sink, and dirty marks waiting."""
     f = snap.flushers
-    gauges = [("lag_seconds", "Age of the oldest dirty mark after the last flush run."),
-              ("last_duration_seconds", "Duration of the last flush run."),
-              ("last_run_timestamp_seconds", "When the last flush run ended (epoch).")]
-    for suffix, doc in gauges:
-        field = "last_run" if suffix.startswith("last_run") else suffix
-        yield _family(GaugeMetricFamily, f"tally_flusher_{suffix}", doc, ["sink"],
-                      [(h.sink, getattr(h, field)) for h in f])
+    yield _family(GaugeMetricFamily, "tally_flusher_lag_seconds",
+                  "Age of the oldest mark not yet stored in the sink (dirty or in flight).",
+                  ["sink"], sorted(snap.lag.items()))
+    yield _family(GaugeMetricFamily, "tally_flusher_last_duration_seconds",
+                  "Duration of the last flush run.", ["sink"],
+                  [(h.sink, h.last_duration_seconds) for h in f])
+    yield _family(GaugeMetricFamily, "tally_flusher_last_run_timestamp_seconds",
+                  "When the last flush run ended (epoch).", ["sink"],
+                  [(h.sink, h.last_run) for h in f])
+    yield _family(GaugeMetricFamily, "tally_flusher_last_success_timestamp_seconds",
+                  "When the last successful flush run ended (epoch).", ["sink"],
+                  [(h.sink, h.last_success) for h in f if h.last_success is not None])
     yield _family(CounterMetricFamily, "tally_flusher_rows", "Rows written to the sink.",
                   ["sink"], [(h.sink, h.rows_total) for h in f])
     yield _family(CounterMetricFamily, "tally_flusher_errors", "Failed flush attempts.",
@@ -87,9 +95,17 @@ def redis_families(snap: Snapshot) -> Iterator[Metric]:
     """Leaderboard sizes and Redis memory."""
     yield _family(GaugeMetricFamily, "tally_leaderboard_members", "Members of a leaderboard.",
                   ["board"], snap.boards)
+    memory = snap.memory
     yield GaugeMetricFamily("tally_redis_memory_used_bytes",
                             "Memory Redis uses (INFO used_memory, summed over primaries).",
-                            value=snap.memory_used_bytes)
+                            value=memory.used_bytes)
+    yield GaugeMetricFamily("tally_redis_memory_max_bytes",
+                            "Redis maxmemory, summed over primaries (0: some primary has none).",
+                            value=memory.max_bytes)
+    if memory.used_ratio is not None:
+        yield GaugeMetricFamily("tally_redis_memory_used_ratio",
+                                "used_memory / maxmemory of the fullest primary; at 1 Redis "
+                                "refuses writes (noeviction).", value=memory.used_ratio)
     yield GaugeMetricFamily("tally_redis_keys", "Keys in Redis (DBSIZE, dedup marks included).",
                             value=snap.keys)
 

@@ -1,7 +1,8 @@
 """Read everything the exporter reports from Redis in as few round trips as possible.
 
 A scrape is two pipelined round trips (discovery, then every per-counter and
-per-shard number) plus one small pipeline per counter for its top keys
+per-shard number, the oldest dirty or in-flight mark of each shard and sink
+among them) plus one small pipeline per counter for its top keys
 (`reads.top`). On a Redis Cluster, unique users of a counter merge HyperLogLogs
 from different slots through `reads.pfcount_across_slots`.
 """
@@ -15,11 +16,11 @@ from redis.cluster import RedisCluster
 
 from ingest.counting import keys, reads
 from ingest.counting.config import CountingConfig
+from tally.flusher import handoff
 
 # Leaderboards reported per scrape, at most (per-board series stay bounded).
 MAX_BOARDS = 100
-FLUSHER_FIELDS = ("lag_seconds", "last_duration_seconds", "rows_total", "errors_total",
-                  "last_run")
+FLUSHER_FIELDS = ("last_duration_seconds", "rows_total", "errors_total", "last_run")
 WINDOWS = {"hour": ("h", keys.HOUR), "day": ("d", keys.DAY)}
 
 
@@ -38,12 +39,20 @@ class FlusherHealth(NamedTuple):
     """One sink's flusher health as the flusher last wrote it."""
 
     sink: str
-    lag_seconds: float
     last_duration_seconds: float
     rows_total: int
     errors_total: int
     last_run: float
     skipped_total: int
+    last_success: float | None  # None: no run has succeeded yet
+
+
+class RedisMemory(NamedTuple):
+    """INFO memory of the Redis (summed over cluster primaries) against its maxmemory."""
+
+    used_bytes: int
+    max_bytes: int  # 0 when some primary has no limit
+    used_ratio: float | None  # used / maxmemory of the fullest primary; None without a limit
 
 
 class Snapshot(NamedTuple):
@@ -52,21 +61,31 @@ class Snapshot(NamedTuple):
     counters: tuple[CounterStats, ...]
     flushers: tuple[FlusherHealth, ...]
     dirty: dict[str, int]  # sink -> dirty marks waiting
+    lag: dict[str, float]  # sink -> age of its oldest dirty or in-flight mark (0 when drained)
     boards: tuple[tuple[str, int], ...]  # (board, members)
-    memory_used_bytes: int
+    memory: RedisMemory
     keys: int
 
 
-def _server_stats(client) -> tuple[int, int]:
+def redis_memory(infos) -> RedisMemory:
+    """Memory use against the limit from the INFO memory of every primary."""
+    used = sum(info["used_memory"] for info in infos)
+    limits = [info.get("maxmemory", 0) for info in infos]
+    if not infos or not all(limits):
+        return RedisMemory(used, 0, None)
+    ratio = max(info["used_memory"] / info["maxmemory"] for info in infos)
+    return RedisMemory(used, sum(limits), ratio)
+
+
+def _server_stats(client) -> tuple[RedisMemory, int]:
     if isinstance(client, RedisCluster):
         memory = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
-        used = sum(node["used_memory"] for node in memory.values())
-        return used, client.dbsize()
+        return redis_memory(list(memory.values())), client.dbsize()
     pipe = client.pipeline(transaction=False)
     pipe.info("memory")
     pipe.dbsize()
     memory, size = pipe.execute()
-    return memory["used_memory"], size
+    return redis_memory([memory]), size
 
 
 def _discover(client, sinks: tuple[str, ...]) -> tuple[list[str], list[str], list[dict]]:
@@ -84,30 +103,34 @@ def _flusher(sink: str, raw: dict) -> FlusherHealth | None:
     fields = {k.decode(): v for k, v in raw.items()}
     if not all(name in fields for name in FLUSHER_FIELDS):
         return None  # never reported (or half-written): report nothing rather than zeros
-    return FlusherHealth(sink, float(fields["lag_seconds"]),
-                         float(fields["last_duration_seconds"]), int(fields["rows_total"]),
+    success = fields.get("last_success")
+    return FlusherHealth(sink, float(fields["last_duration_seconds"]), int(fields["rows_total"]),
                          int(fields["errors_total"]), float(fields["last_run"]),
-                         int(fields.get("skipped_total", 0)))
+                         int(fields.get("skipped_total", 0)),
+                         float(success) if success else None)
 
 
 def _queue_counter(pipe, config: CountingConfig, counter: str, sinks, indexes, cluster: bool):
     shards = [keys.shard_keys(counter, s) for s in range(config.shards)]
-    for shard in shards:
+    for index, shard in enumerate(shards):
         pipe.hmget(shard.stats, "events", "value", "duplicates")
         for sink in sinks:
             pipe.zcard(shard.dirty(sink))
+            handoff.queue_oldest(pipe, handoff.Shard(counter, index), sink)
     if not cluster:
         for res, index in indexes.values():
             pipe.pfcount(*(shard.counter_hll(res, index) for shard in shards))
 
 
-def _take_counter(results, config: CountingConfig, sinks, windows, dirty: dict[str, int]):
+def _take_counter(results, config: CountingConfig, sinks, windows, dirty: dict[str, int],
+                  oldest: dict[str, list]):
     totals = [0, 0, 0]
     for _ in range(config.shards):
         for i, raw in enumerate(next(results)):
             totals[i] += float(raw or 0)  # `value` is a float (HINCRBYFLOAT); all are counters
         for sink in sinks:
             dirty[sink] += next(results)
+            oldest[sink].append(next(results))
     uniques = {window: next(results) for window in windows}
     return totals, uniques
 
@@ -134,10 +157,11 @@ def read_snapshot(client, config: CountingConfig, top_n: int,
         pipe.zcard(keys.leaderboard_key(board))
     results = iter(pipe.execute())
     dirty = dict.fromkeys(sinks, 0)
+    oldest: dict[str, list] = {sink: [] for sink in sinks}
     stats = []
     for counter in counters:
         (events, value, dups), uniques = _take_counter(
-            results, config, sinks, () if cluster else indexes, dirty)
+            results, config, sinks, () if cluster else indexes, dirty, oldest)
         if cluster:
             uniques = _cluster_uniques(client, config, counter, indexes)
         top = reads.top(client, config, counter, top_n, day=indexes["day"][1]) if top_n else []
@@ -145,5 +169,10 @@ def read_snapshot(client, config: CountingConfig, top_n: int,
     board_sizes = tuple((board, next(results)) for board in boards)
     flushers = tuple(f for sink, raw in zip(sinks, flusher_hashes, strict=True)
                      if (f := _flusher(sink, raw)) is not None)
-    used, size = _server_stats(client)
-    return Snapshot(tuple(stats), flushers, dirty, board_sizes, used, size)
+    lag = {sink: _age(handoff.oldest_of(replies), now) for sink, replies in oldest.items()}
+    memory, size = _server_stats(client)
+    return Snapshot(tuple(stats), flushers, dirty, lag, board_sizes, memory, size)
+
+
+def _age(first_dirty: float | None, now: float) -> float:
+    return 0.0 if first_dirty is None else max(0.0, now - first_dirty)

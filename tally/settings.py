@@ -8,6 +8,7 @@ everywhere.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -35,6 +36,8 @@ class Settings:
     # Connections (derived from the ports above unless set).
     redis_url: str = ""
     redis_cluster: bool = False
+    # The local stack's Redis refuses writes past this (noeviction); "0" = no limit.
+    redis_maxmemory: str = "1gb"
     postgres_dsn: str = ""
     influx_url: str = ""
     influx_db: str = "tally"
@@ -77,6 +80,8 @@ class Settings:
     flush_maintenance_interval: float = 600.0  # seconds between retention runs
     influx_top_n: int = 100
     influx_keys: tuple[str, ...] = ()
+    sink_connect_timeout: float = 5.0  # seconds to reach PostgreSQL / InfluxDB
+    sink_write_timeout: float = 30.0  # seconds one sink write may take before it fails
 
     # Exporter.
     exporter_top_n: int = 10
@@ -103,6 +108,7 @@ class Settings:
 
 POSITIVE = ("shards", "dedup_window", "bloom_capacity", "max_batch_events", "max_body_bytes",
             "flush_interval", "flush_batch_size", "flush_lease_seconds",
+            "sink_connect_timeout", "sink_write_timeout",
             "flush_maintenance_interval", "ingest_header_timeout", "ingest_body_timeout",
             "ingest_max_connections")
 NON_NEGATIVE = ("accepted_lateness", "clock_skew", "outage_budget", "ingest_workers",
@@ -126,8 +132,14 @@ def _check_ranges(settings: Settings) -> None:
             refuse(name, "a port between 1 and 65535")
     if not 0 < settings.bloom_error_rate < 1:
         refuse("bloom_error_rate", "between 0 and 1 (exclusive)")
+    if settings.sink_write_timeout >= settings.flush_lease_seconds:
+        refuse("sink_write_timeout", "less than TALLY_FLUSH_LEASE_SECONDS "
+               f"({settings.flush_lease_seconds}), or a hung write outlives its lease")
+    if not MEMORY_SIZE.fullmatch(settings.redis_maxmemory):
+        refuse("redis_maxmemory", "bytes with an optional unit (kb, mb, gb), e.g. 1gb or 0")
 
 
+MEMORY_SIZE = re.compile(r"\d+([kmg]b?)?", re.IGNORECASE)  # what redis.conf accepts
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
             "0": False, "false": False, "no": False, "off": False}
 

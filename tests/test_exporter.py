@@ -14,14 +14,16 @@ from ingest.counting import keys, leaderboard
 from ingest.counting.batch import apply_batch
 from ingest.counting.config import CountingConfig
 from ingest.counting.events import Event
+from tally.flusher import handoff
 from tally.stack.process import free_ports
 
 DAY = 20_400  # 2025-11-08 (UTC day index)
 NOW = DAY * 86400 + 12 * 3600 + 5  # noon, so the previous hour is the same day
+SCRAPED_AT = NOW + 2.5  # so the marks of a batch applied at NOW are 2.5 s old
 CONFIG = CountingConfig(shards=4)
-FLUSHER = {"lag_seconds": "2.5", "last_run": str(NOW - 1), "last_duration_seconds": "0.25",
-           "rows_total": "1200", "errors_total": "3", "skipped_total": "4",
-           "last_error": "timeout"}
+FLUSHER = {"last_run": str(NOW - 1), "last_success": str(NOW - 20),
+           "last_duration_seconds": "0.25", "rows_total": "1200", "errors_total": "3",
+           "skipped_total": "4", "last_error": "timeout"}
 
 
 def demo_events(now: int = NOW) -> list[Event]:
@@ -63,9 +65,11 @@ EXPECTED = {
     ("tally_top_key_count", (("counter", "likes"), ("key", "post:9"), ("window", "day"))): 1,
     ("tally_top_key_count", (("counter", "views"), ("key", "video:2"), ("window", "day"))): 6,
     ("tally_top_key_count", (("counter", "views"), ("key", "video:1"), ("window", "day"))): 3,
+    ("tally_flusher_lag_seconds", (("sink", "influx"),)): 2.5,
     ("tally_flusher_lag_seconds", (("sink", "timescale"),)): 2.5,
     ("tally_flusher_last_duration_seconds", (("sink", "timescale"),)): 0.25,
     ("tally_flusher_last_run_timestamp_seconds", (("sink", "timescale"),)): NOW - 1,
+    ("tally_flusher_last_success_timestamp_seconds", (("sink", "timescale"),)): NOW - 20,
     ("tally_flusher_rows_total", (("sink", "timescale"),)): 1200,
     ("tally_flusher_errors_total", (("sink", "timescale"),)): 3,
     ("tally_flusher_skipped_points_total", (("sink", "timescale"),)): 4,
@@ -73,15 +77,18 @@ EXPECTED = {
     ("tally_dirty_buckets", (("sink", "timescale"),)): 5,
     ("tally_leaderboard_members", (("board", "season1"),)): 3,
     ("tally_leaderboard_members", (("board", "weekly"),)): 1,
+    ("tally_redis_memory_max_bytes", ()): 0,  # the test servers run without maxmemory
     ("tally_scrape_errors_total", ()): 0,
 }
 MEASURED = ("tally_redis_memory_used_bytes", "tally_redis_keys", "tally_scrape_duration_seconds")
+DRAINED = {("tally_flusher_lag_seconds", (("sink", "influx"),)): 0,
+           ("tally_flusher_lag_seconds", (("sink", "timescale"),)): 0}
 
 
-def scrape(client, top_n: int = 2) -> dict:
+def scrape(client, top_n: int = 2, at: float = SCRAPED_AT) -> dict:
     """Collect once on a fresh registry; {(sample name, sorted labels): value}."""
     registry = CollectorRegistry()
-    registry.register(TallyCollector(client, CONFIG, top_n=top_n, clock=lambda: NOW))
+    registry.register(TallyCollector(client, CONFIG, top_n=top_n, clock=lambda: at))
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in registry.collect() for s in family.samples}
 
@@ -103,8 +110,9 @@ def test_every_metric_after_real_ingestion(redis_client):
 def test_empty_redis_reports_up_and_nothing_per_counter(redis_client):
     exact, _ = _split(scrape(redis_client))
     assert exact == {("tally_up", ()): 1, ("tally_scrape_errors_total", ()): 0,
-                                 ("tally_dirty_buckets", (("sink", "influx"),)): 0,
-                                 ("tally_dirty_buckets", (("sink", "timescale"),)): 0}
+                     ("tally_dirty_buckets", (("sink", "influx"),)): 0,
+                     ("tally_dirty_buckets", (("sink", "timescale"),)): 0,
+                     ("tally_redis_memory_max_bytes", ()): 0, **DRAINED}
 
 
 def test_unreachable_redis_reports_down_and_no_stale_numbers():
@@ -135,7 +143,7 @@ def test_cluster_sums_shards_and_merges_uniques(redis_cluster_client):
 def exporter_url(redis_client):
     """URL of a real exporter HTTP server on a free port, reading redis_client."""
     registry = CollectorRegistry()
-    registry.register(TallyCollector(redis_client, CONFIG, top_n=2, clock=lambda: NOW))
+    registry.register(TallyCollector(redis_client, CONFIG, top_n=2, clock=lambda: SCRAPED_AT))
     server, thread = serve(registry, "127.0.0.1", 0)
     yield f"http://127.0.0.1:{server.server_port}/metrics"
     server.shutdown()
@@ -165,3 +173,44 @@ def test_leaderboards_come_from_the_registry_capped(redis_client):
     snap = read_snapshot(redis_client, CountingConfig(), top_n=0)
     assert [board for board, _ in snap.boards] == [f"b{i:03}" for i in range(MAX_BOARDS)]
     assert {size for _, size in snap.boards} == {1}
+
+
+def _lags(client, at: float) -> dict:
+    return {labels[0][1]: v for (name, labels), v in scrape(client, top_n=0, at=at).items()
+            if name == "tally_flusher_lag_seconds"}
+
+
+def test_lag_counts_in_flight_marks_of_a_dead_flusher(redis_client):
+    """Marks a killed run took are owed to the sink: lag is their age, not the dirty set's."""
+    load_demo(redis_client)
+    shards = handoff.discover(redis_client, CONFIG.shards)
+    assert handoff.take(redis_client, shards, "timescale", "dead", 1000, deadline=NOW + 1)
+    apply_batch(redis_client, CONFIG, [Event("views", "video:1", NOW + 60)], now=NOW + 60)
+    assert _lags(redis_client, at=NOW + 100) == {"timescale": 100, "influx": 100}
+    handoff.release(redis_client, shards, "timescale", "dead")
+    assert _lags(redis_client, at=NOW + 100) == {"timescale": 40, "influx": 100}
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_memory_against_maxmemory(cluster, request):
+    """maxmemory of every primary: summed limit, and the fullest primary's used ratio."""
+    client = request.getfixturevalue("redis_cluster_client" if cluster else "redis_client")
+    nodes = client.get_primaries() if cluster else [None]
+    limits = [64 << 20, 32 << 20, 48 << 20][:len(nodes)]
+
+    def set_limits(values) -> None:
+        for node, value in zip(nodes, values, strict=True):
+            target = {"target_nodes": node} if cluster else {}
+            client.config_set("maxmemory", value, **target)
+
+    set_limits(limits)
+    try:
+        samples = scrape(client, top_n=0)
+        infos = [client.info("memory", target_nodes=n) for n in nodes] if cluster else \
+            [client.info("memory")]
+    finally:
+        set_limits([0] * len(nodes))
+    assert samples[("tally_redis_memory_max_bytes", ())] == sum(limits)
+    ratio = samples[("tally_redis_memory_used_ratio", ())]
+    assert 0 < ratio < 1
+    assert ratio == pytest.approx(max(i["used_memory"] / i["maxmemory"] for i in infos), rel=0.2)

@@ -13,7 +13,7 @@ from exporter.server import serve
 from ingest.counting.batch import apply_batch
 from ingest.counting.events import Event
 from tally.settings import PROJECT_ROOT
-from tests.test_exporter import CONFIG, NOW, load_demo
+from tests.test_exporter import CONFIG, NOW, SCRAPED_AT, load_demo
 
 RULES = str(PROJECT_ROOT / "prometheus" / "rules" / "tally.yml")
 
@@ -40,7 +40,7 @@ def wait_for(url: str, query: str, check, timeout: float = 30.0) -> list[dict]:
 def scraped(redis_client, prometheus_scrape):
     """Prometheus URL scraping a live exporter (job tally-exporter) every second."""
     registry = CollectorRegistry()
-    registry.register(TallyCollector(redis_client, CONFIG, top_n=2, clock=lambda: NOW))
+    registry.register(TallyCollector(redis_client, CONFIG, top_n=2, clock=lambda: SCRAPED_AT))
     server, thread = serve(registry, "127.0.0.1", 0)
     yield prometheus_scrape([f"127.0.0.1:{server.server_port}"], job="tally-exporter",
                             rule_files=(RULES,))

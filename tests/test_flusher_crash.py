@@ -34,25 +34,29 @@ def _start_flusher(settings, point: str) -> subprocess.Popen:
         "TALLY_INFLUX_URL": settings.influx_url, "TALLY_SHARDS": str(settings.shards),
         "TALLY_INFLUX_TOP_N": "0", "TALLY_INFLUX_KEYS": ",".join(FEATURED),
         "TALLY_FLUSH_INTERVAL": "0.1", "TALLY_FLUSH_BATCH_SIZE": "8",
-        "TALLY_FLUSH_LEASE_SECONDS": "1", "TALLY_FLUSH_PAUSE_AT": point,
+        "TALLY_FLUSH_LEASE_SECONDS": "1", "TALLY_SINK_WRITE_TIMEOUT": "0.9",
+        "TALLY_FLUSH_PAUSE_AT": point,
         "TALLY_FLUSH_PAUSE_SECONDS": "0.3"}
     return subprocess.Popen([sys.executable, "-m", "tally.cli", "flush"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _await_log(proc: subprocess.Popen, text: str, timeout: float = 30.0) -> bool:
+    """Read the flusher's log until `text` appears; False if it exits or times out first."""
+    deadline, seen = time.monotonic() + timeout, b""
+    while text.encode() not in seen and time.monotonic() < deadline and proc.poll() is None:
+        if select.select([proc.stderr], [], [], 0.1)[0]:
+            seen += os.read(proc.stderr.fileno(), 65536)
+    return text.encode() in seen
+
+
 def _kill_when_paused(proc: subprocess.Popen, point: str, timeout: float = 20.0) -> bool:
     """SIGKILL the flusher once it logs a pause at point; False if it never got there."""
-    deadline, seen = time.monotonic() + timeout, b""
-    while time.monotonic() < deadline and proc.poll() is None:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.1)
-        if ready:
-            seen += os.read(proc.stderr.fileno(), 65536)
-            if f'"point": "{point}"'.encode() in seen:
-                break
+    paused = _await_log(proc, f'"point": "{point}"', timeout)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
-    return f'"point": "{point}"'.encode() in seen
+    return paused
 
 
 def assert_exact_after_clean_flush(redis_client, settings, model) -> None:
@@ -93,6 +97,8 @@ def test_concurrent_flushers_never_lose_or_double_count(redis_client, redis_url,
             ingest(redis_client, settings, model, stream(rng, now, 40, KEYS), now)
             now += 5
             time.sleep(0.05)
+        # SIGTERM before a process is up (imports, under load) would kill it outright.
+        assert all(_await_log(proc, '"msg": "flushed"') for proc in procs)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

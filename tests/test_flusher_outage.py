@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import os
 import random
+import select
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from exporter.collector import TallyCollector
 from ingest.counting.config import CountingConfig
+from tally.errors import SinkError
+from tally.flusher import handoff, maintenance
+from tally.flusher.influx import InfluxSink
 from tally.flusher.loop import SinkLoop
-from tally.flusher.sink import build_sink
+from tally.flusher.sink import BucketRow, build_sink
+from tally.flusher.timescale import TimescaleSink
 from tally.influx_setup import ensure_influx
 from tally.migrate import apply_migrations
 from tally.stack import process, services
@@ -24,6 +34,7 @@ from tests.flusher_support import (
     stored_influx,
     stored_pg,
     stream,
+    wait_until,
 )
 from tests.reference_model import ReferenceModel
 
@@ -42,7 +53,29 @@ class Stoppable:
 
     def stop(self) -> None:
         """Stop the server and wait for its exit."""
+        self.resume()
         process.stop(self.proc, self.service.stop_signal)
+
+    def pause(self) -> None:
+        """SIGSTOP the server and its children: connections stay open, nothing answers.
+
+        The parent first, so it forks no new child meanwhile; children one by one,
+        since PostgreSQL backends leave the postmaster's process group (setsid).
+        """
+        for pid in (self.proc.pid, *_children(self.proc.pid)):
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the server and its children (harmless when running)."""
+        if self.proc.poll() is None:
+            for pid in (*_children(self.proc.pid), self.proc.pid):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of a process's direct children (Linux /proc)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(c) for task in tasks for c in (task / "children").read_text().split()]
 
 
 @pytest.fixture
@@ -87,16 +120,19 @@ def test_sink_outage_loses_nothing_and_shows_lag(down, own_servers, redis_client
                 for name, loop in loops.items()}
 
     assert step_all(time.time() - 120) == {"timescale": True, "influx": True}
+    succeeded = time.time()
     server.stop()
     for i in range(3):
         assert step_all(time.time() - 60 + i) == {down: False, other: True}
-    assert float(_health(redis_client, down)["lag_seconds"]) >= 55
+    lags = _lags(redis_client, settings)
+    assert lags[down] >= 55 and lags[other] < 1, lags
     assert _health(redis_client, down)["errors_total"] == "3"
     assert _health(redis_client, down)["last_error"]
-    assert _health(redis_client, other)["lag_seconds"] == "0.000"
+    assert float(_health(redis_client, down)["last_success"]) <= succeeded  # stale
+    assert float(_health(redis_client, other)["last_success"]) > succeeded
     server.start()
     assert step_all(time.time()) == {"timescale": True, "influx": True}
-    assert _health(redis_client, down)["lag_seconds"] == "0.000"
+    assert _lags(redis_client, settings) == {"timescale": 0, "influx": 0}
     assert _health(redis_client, down)["last_error"] == ""
     for loop in loops.values():
         loop.sink.close()
@@ -104,3 +140,131 @@ def test_sink_outage_loses_nothing_and_shows_lag(down, own_servers, redis_client
     per_key, totals = stored_influx(settings.influx_url)
     assert per_key == {c: v for c, v in expected(model).items() if c[2] == "video:1"}
     assert totals == expected_totals(model)
+
+
+def _flusher(settings, **env: str) -> subprocess.Popen:
+    """A real `tally flush` process on settings' servers, 0.5 s interval, 2 s sink timeouts."""
+    base = {"TALLY_REDIS_URL": settings.redis_url, "TALLY_POSTGRES_DSN": settings.postgres_dsn,
+            "TALLY_INFLUX_URL": settings.influx_url, "TALLY_SHARDS": str(settings.shards),
+            "TALLY_INFLUX_TOP_N": "0", "TALLY_INFLUX_KEYS": ",".join(settings.influx_keys),
+            "TALLY_FLUSH_INTERVAL": "0.5", "TALLY_SINK_WRITE_TIMEOUT": "2",
+            "TALLY_SINK_CONNECT_TIMEOUT": "2"}
+    return subprocess.Popen([sys.executable, "-m", "tally.cli", "flush"],
+                            env=os.environ | base | env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def _end(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    proc.stderr.close()
+
+
+def _lags(client, settings) -> dict[str, float]:
+    """tally_flusher_lag_seconds per sink as one exporter scrape reports it right now."""
+    registry = CollectorRegistry()
+    registry.register(TallyCollector(client, CountingConfig.from_settings(settings), top_n=0))
+    return {s.labels["sink"]: s.value for family in registry.collect() for s in family.samples
+            if s.name == "tally_flusher_lag_seconds"}
+
+
+def _influx_current(settings, model) -> bool:
+    return stored_influx(settings.influx_url)[1] == expected_totals(model)
+
+
+def test_hung_postgres_holds_back_neither_influx_nor_the_lag_metric(own_servers, redis_client,
+                                                                    redis_url):
+    """PostgreSQL SIGSTOPped 30 s under load: InfluxDB stays current, timescale lag rises."""
+    pg, influx = own_servers
+    settings = make_settings(redis_url, pg.service.url, influx.service.url,
+                             influx_keys=("video:1",))
+    ensure_influx(settings)
+    rng, model = random.Random(11), ReferenceModel()
+
+    def feed() -> None:
+        now = time.time()
+        ingest(redis_client, settings, model, stream(rng, now, 30, KEYS), now)
+
+    proc = _flusher(settings)
+    try:
+        feed()
+        wait_until(lambda: stored_pg(settings.postgres_dsn) == expected(model), 20)
+        pg.pause()
+        stopped = time.time()
+        try:
+            while time.time() - stopped < 30:
+                feed()
+                # Within a few flush intervals (0.5 s), never after PostgreSQL comes back.
+                wait_until(lambda: _influx_current(settings, model), 5)
+                lags = _lags(redis_client, settings)
+                assert lags["timescale"] >= time.time() - stopped - 1.5, lags
+                assert lags["influx"] < 5, lags
+                time.sleep(0.5)
+        finally:
+            pg.resume()
+        wait_until(lambda: stored_pg(settings.postgres_dsn) == expected(model), 60)
+        assert _lags(redis_client, settings)["timescale"] < 5
+    finally:
+        _end(proc)
+    assert stored_influx(settings.influx_url)[1] == expected_totals(model)
+
+
+def _wait_for_pause(proc: subprocess.Popen, point: str, timeout: float = 20.0) -> None:
+    deadline, seen = time.monotonic() + timeout, b""
+    while f'"point": "{point}"'.encode() not in seen:
+        assert time.monotonic() < deadline and proc.poll() is None, seen.decode()[-2000:]
+        if select.select([proc.stderr], [], [], 0.1)[0]:
+            seen += os.read(proc.stderr.fileno(), 65536)
+
+
+def test_killed_flusher_shows_lag_of_its_in_flight_and_new_marks(own_servers, redis_client,
+                                                                  redis_url):
+    """kill -9 with marks in flight: the exporter's lag counts them, and keeps rising."""
+    pg, influx = own_servers
+    settings = make_settings(redis_url, pg.service.url, influx.service.url)
+    ensure_influx(settings)
+    model, marked = ReferenceModel(), time.time() - 30
+    ingest(redis_client, settings, model, stream(random.Random(2), marked, 20, KEYS), marked)
+    proc = _flusher(settings, TALLY_FLUSH_PAUSE_AT="taken:timescale",
+                    TALLY_FLUSH_PAUSE_SECONDS="60")
+    _wait_for_pause(proc, "taken:timescale")
+    _end(proc, signal.SIGKILL)
+    shards = handoff.discover(redis_client, settings.shards)
+    assert sum(redis_client.zcard(s.keys.dirty("timescale")) for s in shards) == 0  # in flight
+    assert _lags(redis_client, settings)["timescale"] >= 30
+    killed = time.time()
+    ingest(redis_client, settings, model, stream(random.Random(3), killed, 20, KEYS), killed)
+    time.sleep(2)
+    assert _lags(redis_client, settings)["influx"] >= 2
+
+
+ROW = BucketRow("m", "views", "k", 29_000_000, 1, None)
+
+
+def _fails_within(write, seconds: float) -> str:
+    """Run write(); it must raise SinkError within `seconds`; return the message."""
+    started = time.monotonic()
+    with pytest.raises(SinkError) as raised:
+        write()
+    assert time.monotonic() - started < seconds
+    return str(raised.value)
+
+
+def test_every_sink_call_gives_up_on_a_stopped_server(own_servers):
+    """SIGSTOPped servers keep their sockets open; writes, connects and retention still end."""
+    pg, influx = own_servers
+    timescale = TimescaleSink(pg.service.url, connect_timeout=2, write_timeout=1)
+    influx_sink = InfluxSink(influx.service.url, "tally", timeout=(2, 1))
+    assert timescale.write([ROW]) == 1  # an open connection, then the server stops
+    pg.pause()
+    influx.pause()
+    try:
+        assert "within 1 s" in _fails_within(lambda: timescale.write([ROW]), 4)
+        _fails_within(lambda: timescale.write([ROW]), 5)  # a fresh connect: connect_timeout
+        _fails_within(lambda: influx_sink.write([ROW]), 4)
+        _fails_within(lambda: maintenance.run_retention(pg.service.url, 2, 1), 5)
+    finally:
+        pg.resume()
+        influx.resume()
+        timescale.close()
+        influx_sink.close()

@@ -34,6 +34,7 @@ class RunResult(NamedTuple):
     marks: int
     rows: int
     recovered: int
+    elsewhere: bool = False  # another flusher held the sink's lock: nothing was done
 
 
 def _noop(point: str) -> None:
@@ -111,7 +112,7 @@ def flush_sink(client, config: CountingConfig, sink: Sink, settings,
     """
     token = handoff.new_token()
     if not lock.acquire(client, sink.name, token, settings.flush_lease_seconds):
-        return RunResult(0, 0, 0)
+        return RunResult(0, 0, 0, elsewhere=True)
     try:
         return _locked_run(client, config, sink, settings, checkpoint, token)
     finally:

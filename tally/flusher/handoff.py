@@ -121,10 +121,25 @@ def recover(client, shards: Sequence[Shard], sink: str, now: float) -> int:
     return int(sum(moved))
 
 
-def oldest(client, shards: Sequence[Shard], sink: str) -> float | None:
-    """First-dirty time of the oldest mark of a sink, dirty or in flight; None when drained."""
-    scores = _per_shard(client, "oldest", shards,
-                        lambda s: [s.keys.dirty(sink), s.keys.leases(sink)],
-                        lambda s: [_inflight_prefix(s, sink)])
-    found = [float(s) for s in scores if s]
+def queue_oldest(pipe, shard: Shard, sink: str) -> None:
+    """Queue the read of a shard's oldest mark of a sink (see `oldest_of`)."""
+    queue_eval(pipe, "oldest", [shard.keys.dirty(sink), shard.keys.leases(sink)],
+               [_inflight_prefix(shard, sink)])
+
+
+def oldest_of(replies) -> float | None:
+    """The earliest first-dirty time among queue_oldest replies; None when all are drained."""
+    found = [float(reply) for reply in replies if reply]
     return min(found) if found else None
+
+
+def oldest(client, shards: Sequence[Shard], sink: str) -> float | None:
+    """First-dirty time of the oldest mark of a sink, dirty or in flight; None when drained.
+
+    In-flight marks count: a run that hangs, or a flusher killed mid-run,
+    still owes them to the sink.
+    """
+    pipe = client.pipeline(transaction=False)
+    for shard in shards:
+        queue_oldest(pipe, shard, sink)
+    return oldest_of(pipe.execute() if shards else [])

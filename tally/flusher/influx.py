@@ -52,13 +52,16 @@ class InfluxSink:
 
     Bodies of `chunk` points each, optionally gzip-compressed, posted by
     `writers` threads (one HTTP session each); a write returns once every body
-    was accepted, and raises SinkError if any was not.
+    was accepted, and raises SinkError if any was not. `timeout` is requests'
+    (connect, read) pair: a server that stops answering fails the write after
+    the read timeout rather than holding it.
     """
 
     name = "influx"
     per_key = "featured"
 
-    def __init__(self, url: str, db: str, auth: dict | None = None, timeout: float = 10.0, *,
+    def __init__(self, url: str, db: str, auth: dict | None = None,
+                 timeout: float | tuple[float, float] = (5.0, 30.0), *,
                  chunk: int = CHUNK, gzip: bool = False, writers: int = WRITERS):
         if chunk < 1 or writers < 1:
             raise ValueError(f"chunk ({chunk}) and writers ({writers}) must be >= 1")
@@ -72,8 +75,10 @@ class InfluxSink:
 
     @classmethod
     def from_settings(cls, settings, **options) -> InfluxSink:
-        """Sink for settings.influx_url / influx_db with the configured credentials."""
-        return cls(settings.influx_url, settings.influx_db, auth_options(settings), **options)
+        """Sink for settings.influx_url / influx_db with the configured credentials and timeouts."""
+        timeout = (settings.sink_connect_timeout, settings.sink_write_timeout)
+        return cls(settings.influx_url, settings.influx_db, auth_options(settings), timeout,
+                   **options)
 
     def bodies(self, rows: Sequence[BucketRow]) -> list[tuple[str, str, int]]:
         """(retention policy, body, points) per request for rows; unstorable keys skipped."""

@@ -1,9 +1,12 @@
-"""`tally flush [--once]`: flush every sink on an interval, each with its own retry backoff.
+"""`tally flush [--once]`: every sink flushed by its own thread, on its own interval and backoff.
 
-Sinks are independent: a failing sink backs off (1 s doubling to 60 s) while
-the others keep flushing, and its marks wait in its own dirty sets. SIGTERM
-and SIGINT stop the loop after the current step. Logs are JSON lines on
-stderr.
+Sinks are independent: each has a thread with its own Redis connection,
+sink connection, lock, lease and health hash, so a sink that hangs or fails
+(it backs off 1 s doubling to 60 s) never delays another, and its marks wait
+in its own dirty sets. Every sink call is bounded by TALLY_SINK_*_TIMEOUT, so
+a hung sink's thread fails its run and retries rather than waiting forever.
+SIGTERM and SIGINT stop every thread after its current step. Logs are JSON
+lines on stderr.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import redis
 
 from ingest.counting.config import CountingConfig
 from tally.errors import SinkError
-from tally.flusher import flush, handoff, lock, maintenance, metrics
+from tally.flusher import flush, lock, maintenance, metrics
 from tally.flusher.sink import build_sink
 from tally.redis_connect import connect, disconnect
 
@@ -33,7 +36,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data = {"ts": round(record.created, 3), "level": record.levelname,
-                "logger": record.name, "msg": record.getMessage()}
+                "logger": record.name, "thread": record.threadName, "msg": record.getMessage()}
         data.update(getattr(record, "fields", {}))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
@@ -77,15 +80,15 @@ class SinkLoop:
         self.failures = self.failures + 1 if error else 0
         backoff = min(MAX_BACKOFF, 2.0 ** (self.failures - 1)) if error else 0.0
         self.next_run = time.monotonic() + backoff
+        if result.elsewhere:  # the lock holder reports this sink's health, not us
+            log.debug("sink busy", extra={"fields": {"sink": self.sink.name}})
+            return True
         fields = {"sink": self.sink.name, "marks": result.marks, "rows": result.rows,
                   "recovered": result.recovered, "seconds": round(time.time() - started, 3)}
         try:
-            shards = handoff.discover(client, config.shards)
-            lag = metrics.lag_seconds(client, shards, self.sink.name, time.time())
             metrics.record(client, self.sink.name, now=time.time(),
-                           duration=time.time() - started, rows=result.rows, lag=lag, error=error,
+                           duration=time.time() - started, rows=result.rows, error=error,
                            skipped=self.sink.skipped_total - skipped_before)
-            fields["lag_seconds"] = round(lag, 3)
         except redis.RedisError as exc:
             error = error or str(exc)
         if error:
@@ -99,48 +102,69 @@ class SinkLoop:
 def run_maintenance(settings) -> None:
     """Retention step; failures are logged and retried at the next interval."""
     try:
-        dropped = maintenance.run_retention(settings.postgres_dsn)
+        dropped = maintenance.run_retention(settings.postgres_dsn, settings.sink_connect_timeout,
+                                            settings.sink_write_timeout)
         log.info("retention", extra={"fields": {"dropped_chunks": dropped}})
     except SinkError as exc:
         log.error("retention failed", extra={"fields": {"error": str(exc)}})
 
 
+class SinkWorker:
+    """One sink's thread: its own Redis client, sink connection, loop and retention runs."""
+
+    def __init__(self, name: str, settings, checkpoint, stop: threading.Event, once: bool):
+        self.name, self.settings, self.checkpoint = name, settings, checkpoint
+        self.stop, self.once = stop, once
+        self.loop = SinkLoop(build_sink(name, settings))  # configuration errors surface here
+        # Generous timeout: one round reads and writes tens of thousands of buckets.
+        self.client = connect(settings, timeout=60.0)
+        self.ok = True  # every run succeeded (what --once reports)
+        self.crashed = False
+        self.thread = threading.Thread(target=self.run, name=f"flush-{name}", daemon=True)
+
+    def run(self) -> None:
+        """Thread body: flush until stopped; an unexpected error stops the whole process."""
+        try:
+            self._loop()
+        except Exception:  # a bug: end the process (and let its supervisor restart it)
+            log.exception("flusher thread crashed", extra={"fields": {"sink": self.name}})
+            self.ok, self.crashed = False, True
+            self.stop.set()
+
+    def _loop(self) -> None:
+        settings, loop, client = self.settings, self.loop, self.client
+        config = CountingConfig.from_settings(settings)
+        next_maintenance = 0.0
+        try:
+            while not self.stop.is_set():
+                if self.name == "timescale" and time.monotonic() >= next_maintenance:
+                    run_maintenance(settings)
+                    next_maintenance = time.monotonic() + settings.flush_maintenance_interval
+                self.ok = loop.step(client, config, settings, self.checkpoint) and self.ok
+                if self.once:
+                    break
+                wait = settings.flush_interval if not loop.failures else \
+                    loop.next_run - time.monotonic()
+                self.stop.wait(max(0.05, wait))
+        finally:
+            loop.sink.close()
+            disconnect(client)
+
+
 def main(args, settings) -> int:
     """Entry point of `tally flush`."""
     setup_logging()
-    config = CountingConfig.from_settings(settings)
-    # Generous timeout: one round reads and writes tens of thousands of buckets.
-    client = connect(settings, timeout=60.0)
-    loops = [SinkLoop(build_sink(name, settings)) for name in settings.sinks]
-    checkpoint = checkpoint_from_env()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    next_maintenance = 0.0
-    ok = True
-    try:
-        while not stop.is_set():
-            if "timescale" in settings.sinks and time.monotonic() >= next_maintenance:
-                run_maintenance(settings)
-                next_maintenance = time.monotonic() + settings.flush_maintenance_interval
-            for loop in loops:
-                if stop.is_set():
-                    break
-                if args.once or time.monotonic() >= loop.next_run:
-                    ok = loop.step(client, config, settings, checkpoint) and ok
-            if args.once:
-                break
-            stop.wait(_sleep_time(loops, settings.flush_interval))
-    finally:
-        for loop in loops:
-            loop.sink.close()
-        disconnect(client)
-        log.info("stopped", extra={"fields": {"ok": ok}})
+    checkpoint = checkpoint_from_env()
+    workers = [SinkWorker(name, settings, checkpoint, stop, args.once) for name in settings.sinks]
+    for worker in workers:
+        worker.thread.start()
+    while any(worker.thread.is_alive() for worker in workers):
+        stop.wait(0.2)  # the main thread stays free to take signals
+    ok = all(worker.ok for worker in workers)
+    log.info("stopped", extra={"fields": {"ok": ok}})
+    if any(worker.crashed for worker in workers):
+        return 1
     return 0 if ok or not args.once else 1
-
-
-def _sleep_time(loops, interval: float) -> float:
-    """Sleep the interval, but wake for a sink whose backoff ends sooner."""
-    now = time.monotonic()
-    due = [loop.next_run - now for loop in loops if loop.failures]
-    return max(0.05, min([interval, *due]))

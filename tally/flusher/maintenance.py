@@ -12,6 +12,8 @@ from __future__ import annotations
 import psycopg
 
 from tally.errors import SinkError
+from tally.flusher.deadline import SocketDeadline
+from tally.flusher.timescale import connect, statement_timeout_sql
 
 TABLES = ("counts_1m", "counts_1h", "counts_1d")
 
@@ -27,10 +29,16 @@ def chunks(conn: psycopg.Connection) -> set[str]:
             for row in conn.execute("SELECT show_chunks(%s::regclass)", [table])}
 
 
-def run_retention(dsn: str) -> list[str]:
-    """Drop expired chunks unless the server schedules it; return the chunks dropped."""
+def run_retention(dsn: str, connect_timeout: float = 5.0, timeout: float = 30.0) -> list[str]:
+    """Drop expired chunks unless the server schedules it; return the chunks dropped.
+
+    Bounded like a sink write: connect timeout, statement_timeout, and a
+    client-side deadline over the whole run.
+    """
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        with connect(dsn, connect_timeout, autocommit=True) as conn, \
+                SocketDeadline(conn.fileno(), timeout):
+            conn.execute(statement_timeout_sql(timeout))
             if license_name(conn) == "timescale":
                 return []  # add_retention_policy jobs (0003) do it inside the server
             before = chunks(conn)

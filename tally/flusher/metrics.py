@@ -1,28 +1,28 @@
-"""Flusher health per sink in the Redis hash tally:flusher:<sink>, read by the exporter."""
+"""Flusher health per sink in the Redis hash tally:flusher:<sink>, read by the exporter.
+
+Lag is not here: the exporter computes it from the dirty and in-flight sets
+at every scrape, so a hung or killed flusher cannot leave a stale lag behind.
+A hung or dead flusher shows as a `last_success` that stops advancing.
+"""
 
 from __future__ import annotations
 
 from ingest.counting import keys
-from tally.flusher import handoff
 
-FIELDS = ("lag_seconds", "last_run", "last_duration_seconds", "rows_total", "errors_total",
+FIELDS = ("last_run", "last_success", "last_duration_seconds", "rows_total", "errors_total",
           "skipped_total", "last_error")
 
 
-def lag_seconds(client, shards, sink: str, now: float) -> float:
-    """Age of the oldest mark of a sink, dirty or in flight; 0 when drained."""
-    oldest = handoff.oldest(client, shards, sink)
-    return 0.0 if oldest is None else max(0.0, now - oldest)
-
-
-def record(client, sink: str, *, now: float, duration: float, rows: int, lag: float,
-           error: str | None, skipped: int = 0) -> None:
+def record(client, sink: str, *, now: float, duration: float, rows: int, error: str | None,
+           skipped: int = 0) -> None:
     """Write one run's outcome: gauges set, totals incremented, last_error kept until success."""
     pipe = client.pipeline(transaction=False)
     name = keys.flusher_health(sink)
-    pipe.hset(name, mapping={"lag_seconds": f"{lag:.3f}", "last_run": f"{now:.3f}",
-                             "last_duration_seconds": f"{duration:.3f}",
-                             "last_error": error or ""})
+    gauges = {"last_run": f"{now:.3f}", "last_duration_seconds": f"{duration:.3f}",
+              "last_error": error or ""}
+    if error is None:
+        gauges["last_success"] = f"{now:.3f}"
+    pipe.hset(name, mapping=gauges)
     pipe.hincrby(name, "rows_total", rows)
     pipe.hincrby(name, "skipped_total", skipped)
     pipe.hincrby(name, "errors_total", 1 if error else 0)

@@ -45,7 +45,7 @@ def build_sink(name: str, settings) -> Sink:
     if name == "timescale":
         from tally.flusher.timescale import TimescaleSink
 
-        return TimescaleSink(settings.postgres_dsn)
+        return TimescaleSink.from_settings(settings)
     if name == "influx":
         from tally.flusher.influx import InfluxSink
 

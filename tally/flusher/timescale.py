@@ -4,16 +4,22 @@ Rows go through COPY into a session-temporary staging table, then one
 INSERT … SELECT … ON CONFLICT per resolution, all in one transaction. The
 upsert keeps GREATEST(stored, new): writing a bucket twice is harmless, and
 a Redis that restarted empty cannot shrink what was stored.
+
+Every exchange is bounded: the connect by its timeout, each statement by the
+server's statement_timeout, and the whole write by a client-side deadline
+that also ends a wait on a server that stopped answering (deadline.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import psycopg
 
 from ingest.counting.keys import RESOLUTIONS
 from tally.errors import SinkError
+from tally.flusher.deadline import SocketDeadline
 from tally.flusher.sink import BucketRow
 
 TABLES = {"m": "counts_1m", "h": "counts_1h", "d": "counts_1d"}
@@ -45,31 +51,54 @@ class TimescaleSink:
 
     skipped_total = 0  # PostgreSQL holds every key
 
-    def __init__(self, dsn: str, method: str = "copy"):
+    def __init__(self, dsn: str, method: str = "copy", *, connect_timeout: float = 5.0,
+                 write_timeout: float = 30.0):
         if method not in ("copy", "executemany"):
             raise ValueError(f"method must be 'copy' or 'executemany', not {method!r}")
         self.dsn, self.method = dsn, method
+        self.connect_timeout, self.write_timeout = connect_timeout, write_timeout
         self._conn: psycopg.Connection | None = None
+        self._prepared = False
+
+    @classmethod
+    def from_settings(cls, settings, **options) -> TimescaleSink:
+        """Sink for settings.postgres_dsn with the configured timeouts."""
+        return cls(settings.postgres_dsn, connect_timeout=settings.sink_connect_timeout,
+                   write_timeout=settings.sink_write_timeout, **options)
 
     def _connect(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, connect_timeout=5)
-            self._conn.execute(STAGE)
-            self._conn.commit()
+            self._conn = connect(self.dsn, self.connect_timeout)
+            self._prepared = False
         return self._conn
+
+    def _prepare(self, conn: psycopg.Connection) -> None:
+        """Session setup, once per connection: the statement timeout and the staging table."""
+        if not self._prepared:
+            conn.execute(statement_timeout_sql(self.write_timeout))
+            conn.execute(STAGE)
+            conn.commit()
+            self._prepared = True
 
     def write(self, rows: Sequence[BucketRow]) -> int:
         """Upsert the per-key rows in one transaction; return how many."""
         rows = [r for r in rows if r.key is not None]
         if not rows:
             return 0
+        deadline = None
         try:
             conn = self._connect()
-            with conn.transaction():
-                (self._copy if self.method == "copy" else self._executemany)(conn, rows)
+            with SocketDeadline(conn.fileno(), self.write_timeout) as deadline:
+                self._prepare(conn)
+                with conn.transaction():
+                    (self._copy if self.method == "copy" else self._executemany)(conn, rows)
         except psycopg.Error as exc:
             self.close()
-            raise SinkError(f"TimescaleDB write of {len(rows)} rows failed: {exc}") from exc
+            why = (f"did not finish within {self.write_timeout:g} s"
+                   if deadline is not None and deadline.expired else f"failed: {exc}")
+            raise SinkError(f"TimescaleDB write of {len(rows)} rows {why}") from exc
+        if deadline.expired:  # the write finished as the deadline shut the socket
+            self.close()
         return len(rows)
 
     @staticmethod
@@ -95,6 +124,17 @@ class TimescaleSink:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def connect(dsn: str, connect_timeout: float, **options) -> psycopg.Connection:
+    """A psycopg connection that gives up after connect_timeout seconds (at least 2 s)."""
+    # psycopg, like libpq, takes whole seconds and raises anything below 2 to 2.
+    return psycopg.connect(dsn, connect_timeout=max(2, math.ceil(connect_timeout)), **options)
+
+
+def statement_timeout_sql(seconds: float) -> str:
+    """SET statement_timeout for the session, in whole milliseconds."""
+    return f"SET statement_timeout = {max(1, round(seconds * 1000))}"
 
 
 def copy_text(rows: Sequence[BucketRow]) -> bytes:
