@@ -48,7 +48,8 @@ def _prometheus(s: Settings) -> services.Service:
 
 
 STACK: tuple[Entry, ...] = (
-    Entry("redis", lambda s: services.redis(s.redis_port, s.data_dir / "redis")),
+    Entry("redis", lambda s: services.redis(s.redis_port, s.data_dir / "redis",
+                                            maxmemory=s.redis_maxmemory)),
     Entry("postgres", lambda s: services.postgres(s.postgres_port, s.data_dir / "postgres"),
           after_start=lambda s, svc: apply_migrations(svc.url)),
     Entry("influxdb", lambda s: services.influx(s.influx_port, s.data_dir / "influxdb"),

@@ -85,10 +85,17 @@ def redis_ping(port: int) -> bool:
         return sock.recv(64).startswith(b"+PONG")
 
 
-def redis(port: int, data_dir: Path, *, cluster_port: int | None = None) -> Service:
-    """Redis with an append-only file, optionally as a cluster node."""
+def redis(port: int, data_dir: Path, *, cluster_port: int | None = None,
+          maxmemory: str = "0") -> Service:
+    """Redis with an append-only file, optionally as a cluster node.
+
+    Always `noeviction`: evicting a counting key would silently lose counts,
+    while a refused write is an error the client sees and can retry.
+    `maxmemory` "0" means no limit (Redis' default).
+    """
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--appendonly", "yes", "--save", "", "--logfile", ""]
+            "--appendonly", "yes", "--save", "", "--logfile", "",
+            "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"]
     if cluster_port:
         argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-port", str(cluster_port), "--cluster-node-timeout", "5000"]
