@@ -88,6 +88,11 @@ def overview() -> dict:
                  " or vector(0)", "ingest 5xx")]),
         panel(10, "Exporter: Redis up and scrape time", [
             prom("tally_up", "up"), prom("tally_scrape_duration_seconds", "scrape s")]),
+        panel(11, "Since the last successful flush", [prom(
+            "time() - tally_flusher_last_success_timestamp_seconds", "{{sink}}")], unit="s"),
+        panel(12, "Redis memory and maxmemory (0: no limit; writes refused at the limit)", [
+            prom("tally_redis_memory_used_bytes", "used"),
+            prom("tally_redis_memory_max_bytes", "maxmemory")], unit="bytes"),
     ]
     counter = {"name": "counter", "type": "query", "datasource": PROM, "refresh": 2,
                "query": {"query": "label_values(tally_events_total, counter)",
