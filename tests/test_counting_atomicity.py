@@ -103,9 +103,6 @@ FOREIGN = [
     ("minute bucket", SHARD.bucket("m", MINUTE), poison_string, "holds a string, not a hash"),
     ("day bucket", SHARD.bucket("d", DAY), poison_list, "holds a list, not a hash"),
     ("total", SHARD.total, poison_string, "not a hash"),
-    ("minute HLL", SHARD.hll("m", MINUTE, "k"), poison_list, "holds a list, not a string"),
-    ("hour HLL", SHARD.hll("h", HOUR, "k"), poison_string, "is a string but not a HyperLogLog"),
-    ("counter HLL", SHARD.counter_hll("d", DAY), poison_hash, "holds a hash, not a string"),
     ("viewers", SHARD.viewers(DAY, "k"), poison_string, "holds a string, not a set"),
     ("unique views of the day", SHARD.unique_views(DAY), poison_string, "not a hash"),
     ("unique views all time", SHARD.unique_views(None), poison_list, "not a hash"),
@@ -131,6 +128,24 @@ def test_a_key_of_a_foreign_type_refuses_the_batch_before_any_write(
     error = refusal(redis_client, CONFIG, batch)
     assert isinstance(error, RedisStateError), error
     assert words in str(error)
+
+
+@pytest.mark.parametrize(("name", "poison"), [
+    (SHARD.hll("m", MINUTE, "k"), poison_list),
+    (SHARD.hll("h", HOUR, "k"), poison_string),
+    (SHARD.counter_hll("d", DAY), poison_hash),
+], ids=["minute HLL a list", "hour HLL a string", "counter HLL a hash"])
+def test_a_foreign_key_where_a_hyperloglog_goes_is_left_alone_and_logged(
+        redis_client, caplog, name, poison):
+    """PFADD, the one write allowed to fail: that key stays as it was, the batch counts."""
+    poison(redis_client, name)
+    before = redis_client.dump(name)
+    batch = [Event("views", "k", NOW, id=f"e{i}", user="u1") for i in range(3)]
+    assert apply_batch(redis_client, CONFIG, batch, now=NOW) == BatchResult(3, 0)
+    assert redis_client.dump(name) == before
+    assert reads.total(redis_client, CONFIG, "views", "k") == 3
+    assert reads.unique_views(redis_client, CONFIG, "views", "k", DAY) == 1
+    assert f"Redis key {name!r} holds data Tally cannot update" in caplog.text
 
 
 @pytest.mark.parametrize(("field_of", "value", "words"), [
@@ -257,3 +272,13 @@ def test_refused_batches_change_nothing_on_one_redis(redis_client, name, draw, s
 def test_refused_batches_change_nothing_on_a_cluster(redis_cluster_client, name, draw, seed):
     """The same on a three-primary cluster (each hash tag's call is atomic on its own)."""
     check_stream(redis_cluster_client, CONFIGS[name], draw, seed)
+
+
+def test_a_unique_view_count_that_is_no_number_is_left_alone_and_logged(redis_client, caplog):
+    """uvc:* counts are read after SADD answers: a field holding no number is skipped, logged."""
+    redis_client.hset(SHARD.unique_views(DAY), "k", "many")
+    batch = [Event("views", "k", NOW, id="e", user="u1")]
+    assert apply_batch(redis_client, CONFIG, batch, now=NOW) == BatchResult(1, 0)
+    assert redis_client.hget(SHARD.unique_views(DAY), "k") == b"many"
+    assert redis_client.hget(SHARD.unique_views(None), "k") == b"1"
+    assert f"Redis key '{SHARD.unique_views(DAY)} k' holds data Tally cannot update" in caplog.text

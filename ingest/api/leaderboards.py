@@ -9,6 +9,7 @@ from flask import Blueprint, request
 from ingest.api import body, params
 from ingest.api.auth import READ, WRITE, scope
 from ingest.api.extensions import resources
+from ingest.api.openapi import IDEMPOTENCY_KEY
 from ingest.api.problems import Problem, bad_request
 from ingest.counting import leaderboard
 
@@ -16,9 +17,7 @@ bp = Blueprint("leaderboards", __name__, url_prefix="/v1/leaderboards/<board>")
 MAX_K = 1000
 MAX_CAPACITY = 10_000_000
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# Printable ASCII without space, quote, comma or backslash, optionally as a quoted string (the
-# IETF draft's sf-string form): UUIDs, ULIDs and base64 fit.
-IDEMPOTENCY_KEY = re.compile(r'"?([!#-+\--\[\]-~]{1,255})"?')
+IDEMPOTENCY_PATTERN = re.compile(IDEMPOTENCY_KEY)
 
 
 def _entry(entry: leaderboard.Entry) -> dict:
@@ -47,13 +46,12 @@ def idempotency_key() -> str | None:
         return None
     if "," in value:  # a repeated header arrives joined by commas
         raise bad_request(f"{IDEMPOTENCY_HEADER} must be given once", "invalid-header")
-    match = IDEMPOTENCY_KEY.fullmatch(value)
-    if match is None or value.startswith('"') != value.endswith('"'):
+    if IDEMPOTENCY_PATTERN.match(value) is None:
         raise bad_request(f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters "
                           "other than space, quote, comma and backslash, optionally in double "
                           "quotes",
                           "invalid-header")
-    return match.group(1)
+    return value.strip('"')
 
 
 def _write(board: str, field: str, increment: bool):

@@ -18,6 +18,10 @@ TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
 COUNTER = {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}
+# Printable ASCII but space, quote, comma and backslash, bare or as a quoted string (the IETF
+# draft's sf-string form): UUIDs, ULIDs and base64 fit; a repeated header arrives comma-joined.
+_KEY_TEXT = r"[!#-+\--\[\]-~]{1,255}"
+IDEMPOTENCY_KEY = f'^({_KEY_TEXT}|"{_KEY_TEXT}")$'
 RATE_HEADERS = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
                                 "description": "whole seconds until a slot frees"}}
 
@@ -49,13 +53,34 @@ def ok(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
+                                "description": "seconds to wait before retrying"}}
+# What a problem status means for a write (docs/api.md, "Errors").
+PROBLEM_MEANING = {
+    500: "partially-applied (a Redis Cluster counted some hash tags; retry only events with "
+         "ids), redis-state-invalid, redis-script-failed (nothing was applied), internal",
+    503: "not applied: Redis refused or never received the request (redis-unavailable, "
+         "redis-out-of-memory, redis-loading, redis-busy, redis-read-only, "
+         "redis-cluster-unavailable, redis-script-missing); retrying after Retry-After is safe",
+    504: "outcome-unknown: the write reached Redis but no answer came back, so it may have been "
+         "applied; retry only events with ids and increments with their Idempotency-Key",
+}
+
+
 def problems(*codes: int) -> dict:
-    """Problem responses for these status codes, plus 503 (Redis down)."""
+    """Problem responses for these status codes, plus 503 (Redis refused or unreachable)."""
     out = {}
     for code in (*codes, 503):
         schema = ref("ValidationProblem") if code == 400 else ref("Problem")
-        out[str(code)] = {"description": "problem", "content": {PROBLEM: {"schema": schema}}}
+        out[str(code)] = {"description": PROBLEM_MEANING.get(code, "problem"),
+                          "content": {PROBLEM: {"schema": schema}}}
+    out["503"]["headers"] = RETRY_AFTER
     return out
+
+
+def write_problems(*codes: int) -> dict:
+    """Problems of an operation that writes through a Tally script: 500 and 504 too."""
+    return problems(*codes, 500, 504)
 
 
 def op(summary: str, responses: dict, *, scope: str | None = None, parameters=(),
@@ -125,7 +150,7 @@ def _events() -> dict:
     batch = {"oneOf": [{"type": "array", "minItems": 1, "items": ref("Event")}, ref("Event")]}
     return {"/v1/events": {"post": op(
         "Count a batch of events atomically (all or nothing)",
-        {"200": ok(ref("BatchResult")), **problems(400, 413, 415, 422)}, scope="write",
+        {"200": ok(ref("BatchResult")), **write_problems(400, 413, 415, 422)}, scope="write",
         body={"application/json": {"schema": batch},
               "application/x-ndjson": {"schema": {"type": "string"}}})}}
 
@@ -158,12 +183,17 @@ def _leaderboards() -> dict:
     capacity = query("capacity", {"type": "integer", "minimum": 0, "maximum": 10_000_000},
                      description="keep only the best N members (0: unbounded)")
     number = {"type": "number", "minimum": -(2**53 - 1), "maximum": 2**53 - 1}
+    idempotency = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY},
+                   "description": "apply this increment once: a repeat within the dedup window "
+                                  "answers the first answer and changes nothing; the same key "
+                                  "with another request is 422 idempotency-key-reused"}
 
-    def write(summary: str, field: str) -> dict:
+    def write(summary: str, field: str, *headers: dict) -> dict:
         body = {"application/json": {"schema": obj(["member", field], member=TEXT,
                                                     **{field: number})}}
-        return op(summary, {"200": ok(ref("Written")), **problems(400, 404, 413, 415)},
-                  scope="write", parameters=[board, capacity], body=body)
+        return op(summary, {"200": ok(ref("Written")), **write_problems(400, 404, 413, 415, 422)},
+                  scope="write", parameters=[board, capacity, *headers], body=body)
 
     k = query("k", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10})
     radius = query("radius", {"type": "integer", "minimum": 0, "maximum": 1000, "default": 5})
@@ -172,7 +202,7 @@ def _leaderboards() -> dict:
     return {
         f"{prefix}/scores": {"put": write("Set a member's score", "score"),
                              "post": write("Set a member's score", "score")},
-        f"{prefix}/increments": {"post": write("Add to a member's score", "delta")},
+        f"{prefix}/increments": {"post": write("Add to a member's score", "delta", idempotency)},
         f"{prefix}/top": {"get": op("The best k members", {"200": ok(ref("Entries")),
                                     **problems(400, 404)}, scope="read", parameters=[board, k])},
         f"{prefix}/member": {
@@ -212,7 +242,11 @@ def document() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "Tally ingest API", "version": "1",
                  "description": "Count events, read counts and series, leaderboards, "
-                                "rate limits. Errors are RFC 9457 problem details."},
+                                "rate limits. Errors are RFC 9457 problem details. A 503 "
+                                "means nothing was applied (retry after Retry-After); a 504 "
+                                "outcome-unknown means a write may have been applied: retry "
+                                "only events with ids and increments with their "
+                                "Idempotency-Key."},
         "paths": {**_events(), **_counters(), **_leaderboards(), **_others()},
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",

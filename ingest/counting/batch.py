@@ -14,6 +14,7 @@ cluster `PartiallyAppliedError` (some tags counted, others refused).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -28,6 +29,7 @@ from ingest.counting.scripts import call_many, error_of
 from tally.errors import CountOverflowError, PartiallyAppliedError, TallyError
 
 REFUSALS = {"TALLY_OVERFLOW": CountOverflowError}  # apply.lua's own refusal
+log = logging.getLogger("tally.ingest")
 
 
 class BatchResult(NamedTuple):
@@ -85,4 +87,9 @@ def apply_batch(client, config: CountingConfig, events: Sequence[Event],
     replies = call_many(client, "apply", calls, prelude=prelude)
     if any(failed(reply) for reply in replies):
         raise _failure(replies)
+    for name in (name for reply in replies for name in reply[2]):
+        # Counted, but a unique-user estimate or view count is stuck on foreign data.
+        log.error("Redis key %r holds data Tally cannot update (not a HyperLogLog or not a "
+                  "count): it was left as it was, the rest of the batch counted; delete it to "
+                  "let Tally recreate it", name.decode(errors="replace"))
     return BatchResult(sum(r[0] for r in replies), sum(r[1] for r in replies))

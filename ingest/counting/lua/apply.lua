@@ -14,10 +14,16 @@
 --    all Lua that can raise (tonumber on stored data, unpack) runs here.
 -- 2. Write (write_group): only commands that cannot fail on keys the plan
 --    checked: HSET, HINCRBY (checked to stay below 2^63), HINCRBYFLOAT,
---    PFADD, SADD, BITFIELD SET, ZADD, ZREMRANGEBYRANK, EXPIRE, with
---    arguments from the plan or from replies of these commands. Under
---    maxmemory Redis refuses only a script's first write (OOM), so a batch
---    refused for memory changes nothing either.
+--    SADD, BITFIELD SET, ZADD, ZREMRANGEBYRANK, EXPIRE, with arguments from
+--    the plan or from replies of these commands. Under maxmemory Redis
+--    refuses only a script's first write (OOM), so a batch refused for
+--    memory changes nothing either.
+--    Two writes may meet data they cannot use, and then skip it rather than
+--    fail: PFADD validates a HyperLogLog's whole encoding, which no read can
+--    check (and reading a dense one costs more than its share of the
+--    batch), so it runs under pcall; a unique-view count (uvc:*) whose field
+--    holds no number is left alone. Either way only that key is not updated,
+--    the rest of the batch applies, and the reply names it (batch.py logs it).
 --
 -- A new write needs the read that checks its key in plan_group;
 -- tests/test_counting_atomicity.py puts a key of every kind in the way.
@@ -43,6 +49,7 @@
 --            users]: a events with id and user, b with id and no user, c
 --            with neither; `users` holds the a users, then the users of the
 --            run's events without an id.
+-- Returns {applied, duplicates, keys (or "key field") that could not be updated}.
 
 local now = tonumber(ARGV[1])
 local dedup_mode, window = ARGV[2], tonumber(ARGV[3])
@@ -105,8 +112,10 @@ local function type_of(name)
   return reply.ok or reply
 end
 
--- Names one of which holds a key of another type (found only on refusal).
+-- Names (one name or a list) one of which holds a key of another type
+-- (looked up only on refusal).
 local function refuse_type(names, want)
+  if type(names) == 'string' then names = {names} end
   for _, name in ipairs(names) do
     local kind = type_of(name)
     if kind ~= 'none' and kind ~= want then
@@ -116,11 +125,13 @@ local function refuse_type(names, want)
   refuse(STATE, 'a key among ' .. names[1] .. ', ... is not a ' .. want)
 end
 
--- A read of the plan phase: a key of another type than `want` is refused
--- by name (`names` lists the keys read); any other error (a cluster slot
--- in migration, say) is raised as Redis gave it.
-local function read(names, want, ...)
-  local reply = redis.pcall(...)
+-- The reply of a plan-phase read, redis.pcall(...): a key of another type
+-- than `want` is refused by name (`names`: the key or keys read); any other
+-- error (a cluster slot in migration, say) is raised as Redis gave it.
+-- (The reply, not the arguments, comes here: passing a thousand arguments
+-- through a vararg function costs more than the call.)
+local pcall_ = redis.pcall
+local function read(reply, names, want)
   if type(reply) == 'table' and reply.err then
     if find(reply.err, '^WRONGTYPE') then refuse_type(names, want) end
     error(reply)
@@ -175,16 +186,17 @@ local function hash_add_many(h, field, value, count)
   return pos
 end
 
--- Plan a record's write: h.old[pos] the stored value (a number or nil),
--- h.values[pos] the value after the batch, h.big[pos] whether it may pass
--- SAFE (then HINCRBY, which needs a stored integer), h.existed whether any
--- field had a value (then the hash has its TTL already). `limit(field)`
--- bounds each value; `describe(field)` names it in a refusal.
-local function plan_hash(h, limit, describe)
-  local fields, old, values, big = h.fields, {}, {}, {}
+-- Plan a record's write: h.values[pos] the value after the batch,
+-- h.present[pos] whether the field had a value, h.existed whether any had
+-- (then the hash has its TTL already), h.pairs the HSET arguments and h.big
+-- the fields whose value may pass SAFE (written with HINCRBY, which needs a
+-- stored integer). `limits[field]` (default LIMIT) bounds each value;
+-- `describe(field)` names it in a refusal.
+local function plan_hash(h, limits, describe)
+  local fields, values, present, pairs_, big = h.fields, {}, {}, {}, {}
   for from = 1, #fields, CHUNK do
     local to = min(from + CHUNK - 1, #fields)
-    local got = read({h.name}, 'hash', 'HMGET', h.name, unpack(fields, from, to))
+    local got = read(pcall_('HMGET', h.name, unpack(fields, from, to)), h.name, 'hash')
     for j = from, to do
       local before, sum, parts = got[j - from + 1], h.incs[j], h.parts[j]
       if parts then
@@ -193,35 +205,37 @@ local function plan_hash(h, limit, describe)
       if before then
         local n = tonumber(before)
         if not n then refuse(STATE, 'field ' .. fields[j] .. ' of ' .. h.name .. ' is not a count') end
-        old[j], sum, h.existed = n, sum + n, true
+        present[j], sum, h.existed = true, sum + n, true
       end
-      if sum > limit(fields[j]) then refuse(OVERFLOW, describe(fields[j])) end
+      if sum > (limits[fields[j]] or LIMIT) then refuse(OVERFLOW, describe(fields[j])) end
       if parts or sum > SAFE then
         if before and not is_integer_text(before) then
           refuse(STATE, 'field ' .. fields[j] .. ' of ' .. h.name .. ' is not an integer')
         end
-        big[j] = true
+        big[#big + 1] = j
+      else
+        pairs_[#pairs_ + 1] = fields[j]
+        pairs_[#pairs_ + 1] = sum
       end
       values[j] = sum
     end
   end
-  h.old, h.values, h.big = old, values, big
+  h.values, h.present, h.pairs, h.big = values, present, pairs_, big
+end
+
+local function hset_pairs(name, pairs_)
+  for from = 1, #pairs_, 2 * CHUNK do
+    call('HSET', name, unpack(pairs_, from, min(from + 2 * CHUNK - 1, #pairs_)))
+  end
 end
 
 local function write_hash(h)
-  local pairs_ = {}
-  for j, field in ipairs(h.fields) do
-    if h.big[j] then
-      for _, part in ipairs(h.parts[j] or {}) do call('HINCRBY', h.name, field, part) end
-      h.values[j] = call('HINCRBY', h.name, field, h.incs[j])
-    else
-      pairs_[#pairs_ + 1] = field
-      pairs_[#pairs_ + 1] = h.values[j]
-    end
+  for _, j in ipairs(h.big) do
+    local field = h.fields[j]
+    for _, part in ipairs(h.parts[j] or {}) do call('HINCRBY', h.name, field, part) end
+    h.values[j] = call('HINCRBY', h.name, field, h.incs[j])
   end
-  for from = 1, #pairs_, 2 * CHUNK do
-    call('HSET', h.name, unpack(pairs_, from, min(from + 2 * CHUNK - 1, #pairs_)))
-  end
+  hset_pairs(h.name, h.pairs)
   if h.ttl and #h.fields > 0 and not h.existed then call('EXPIRE', h.name, h.ttl, 'NX') end
 end
 
@@ -239,8 +253,8 @@ local function exact_seen(tag, members)
   for gen = generation, generation - 2, -1 do
     for from = 1, #members, CHUNK do
       local name = tag .. 'ids:' .. gen
-      local found = read({name}, 'set', 'SMISMEMBER', name,
-        unpack(members, from, min(from + CHUNK - 1, #members)))
+      local found = read(pcall_('SMISMEMBER', name,
+        unpack(members, from, min(from + CHUNK - 1, #members))), name, 'set')
       for j = 1, #found do
         if found[j] == 1 then seen[from + j - 1] = true end
       end
@@ -291,7 +305,7 @@ local function bloom_seen(tag, members, bits)
         end
       end
       local name = tag .. 'bloom:' .. gen
-      local got = read({name}, 'string', 'BITFIELD', name, unpack(args))
+      local got = read(pcall_('BITFIELD', name, unpack(args)), name, 'string')
       for t = from, to do
         local base, all = (t - from) * bloom_hashes, true
         for i = 1, bloom_hashes do
@@ -441,35 +455,18 @@ end
 ---------------------------------------------------------------------------
 -- Plan checks of the keys that are not hashes.
 
--- HyperLogLogs: MGET answers nil for a missing key and for a key of another
--- type, so EXISTS counting more keys than MGET returned strings means one of
--- them is not a string. A string must carry the HyperLogLog header (magic,
--- then encoding: 0 dense with all registers, 1 sparse), as PFADD demands.
--- Returns the set of names that exist.
-local HLL_DENSE_BYTES = 16 + 16384 * 6 / 8
-local function plan_hlls(names)
-  local exists = {}
+-- Of names that probably exist, which do: one EXISTS per chunk, and when
+-- it counts them all, all of them (they need no EXPIRE); else none is known.
+local function known_of(names)
+  local count = 0
   for from = 1, #names, CHUNK do
-    local to = min(from + CHUNK - 1, #names)
-    local got, strings = call('MGET', unpack(names, from, to)), 0
-    for j = from, to do
-      local v = got[j - from + 1]
-      if v then
-        strings, exists[names[j]] = strings + 1, true
-        local encoding = string.byte(v, 5)
-        if string.sub(v, 1, 4) ~= 'HYLL'
-            or not (encoding == 1 or (encoding == 0 and #v == HLL_DENSE_BYTES)) then
-          refuse(STATE, 'key ' .. names[j] .. ' is a string but not a HyperLogLog')
-        end
-      end
-    end
-    if call('EXISTS', unpack(names, from, to)) ~= strings then
-      local chunk = {}
-      for j = from, to do chunk[#chunk + 1] = names[j] end
-      refuse_type(chunk, 'string')
-    end
+    count = count + call('EXISTS', unpack(names, from, min(from + CHUNK - 1, #names)))
   end
-  return exists
+  local known = {}
+  if count == #names then
+    for _, name in ipairs(names) do known[name] = true end
+  end
+  return known
 end
 
 -- Viewer sets: SINTERCARD checks the type of every key it is given before
@@ -480,14 +477,14 @@ local function check_sets(names, absent)
     local chunk = {}
     for j = from, min(from + CHUNK - 1, #names) do chunk[#chunk + 1] = names[j] end
     chunk[#chunk + 1] = absent
-    read(chunk, 'set', 'SINTERCARD', #chunk, unpack(chunk))
+    read(pcall_('SINTERCARD', #chunk, unpack(chunk)), chunk, 'set')
   end
 end
 
 -- Stats fields must be numbers HINCRBY / HINCRBYFLOAT accept.
 local function plan_stats(state)
   local name = state.tag .. 'stats'
-  local got = read({name}, 'hash', 'HMGET', name, 'events', 'duplicates', 'value')
+  local got = read(pcall_('HMGET', name, 'events', 'duplicates', 'value'), name, 'hash')
   for i, field in ipairs({'events', 'duplicates'}) do
     local v = got[i]
     if v and not (is_integer_text(v) and tonumber(v) < LIMIT) then
@@ -510,11 +507,13 @@ local function describe_total(state)
   end
 end
 
-local function key_limit(state)
-  return function(key) return LIMIT / (state.spread[key] or 1) end
+-- Per-field limits: LIMIT, or LIMIT / spread for a hot key.
+local function key_limits(state)
+  local limits = {}
+  for key, spread in pairs(state.spread) do limits[key] = LIMIT / spread end
+  return limits
 end
 
-local function no_limit() return LIMIT end
 
 ---------------------------------------------------------------------------
 -- Plan phase of one group: reads and checks only.
@@ -533,67 +532,50 @@ local function plan_group(group)
   state.members, state.seen, state.bits = members, seen, bits
   aggregate(state, group, seen)
 
-  local limit, describe = key_limit(state), describe_total(state)
-  plan_hash(state.total, limit, describe)
+  local limits, describe = key_limits(state), describe_total(state)
+  plan_hash(state.total, limits, describe)
   for _, h in ipairs(state.hashes) do
-    plan_hash(h, limit, function(key)
+    plan_hash(h, limits, function(key)
       return 'the count of key ' .. key .. ' in ' .. RESOLUTION_NAMES[h.res] .. ' ' .. h.index ..
         ' would pass 9.2e18, the largest count Tally stores'
     end)
   end
 
-  -- Unique views: the new viewers are known only when SADD answers, so the
-  -- counts are read here and bounded by the number of users in the batch.
-  local hll_names, uv_names, uv_likely = {}, {}, {}
+  -- Key HyperLogLogs and viewer sets whose bucket field existed almost always
+  -- exist; known ones need no EXPIRE. Unique-view counts (uvc:<day>,
+  -- uvc:all) are known only when SADD answers: here HLEN checks their type.
+  local hll_likely, uv_names, uv_likely, uvc_names = {}, {}, {}, {tag .. 'uvc:all'}
   state.uvc, state.uvc_list, state.uvc_all = {}, {}, hash_record(tag .. 'uvc:all')
   for _, k in ipairs(state.keys) do
     for _, c in ipairs(k.cells) do
       if c.users then
         c.name = c.hash.prefix .. k.key
-        hll_names[#hll_names + 1] = c.name
+        if c.hash.present[c.pos] then hll_likely[#hll_likely + 1] = c.name end
       end
     end
     for _, v in ipairs(k.views) do
       v.name = v.cell.hash.tag_uv .. k.key
       uv_names[#uv_names + 1] = v.name
-      if v.cell.hash.old[v.cell.pos] then uv_likely[#uv_likely + 1] = v.name end
-      local h = state.uvc[v.day]
-      if not h then
-        h = hash_record(tag .. 'uvc:' .. v.day, ttl.d)
+      if v.cell.hash.present[v.cell.pos] then uv_likely[#uv_likely + 1] = v.name end
+      if not state.uvc[v.day] then
+        local h = hash_record(tag .. 'uvc:' .. v.day, ttl.d)
         state.uvc[v.day] = h
         state.uvc_list[#state.uvc_list + 1] = h
+        uvc_names[#uvc_names + 1] = h.name
       end
-      h.incs[field_of(h, k.key)] = #v.users
-      local all = field_of(state.uvc_all, k.key)
-      state.uvc_all.incs[all] = state.uvc_all.incs[all] + #v.users
     end
   end
-  local describe_views = function(key) return 'the unique views of key ' .. key ..
-    ' would pass 9.2e18' end
-  for _, h in ipairs(state.uvc_list) do plan_hash(h, no_limit, describe_views) end
-  plan_hash(state.uvc_all, no_limit, describe_views)
-  for _, h in ipairs(state.uvc_list) do h.incs = {} end
-  state.uvc_all.incs = {}
+  for _, name in ipairs(uvc_names) do read(pcall_('HLEN', name), name, 'hash') end
 
-  for _, cu in ipairs(state.counter_users) do hll_names[#hll_names + 1] = cu.name end
-  state.hll_exists = plan_hlls(hll_names)
+  state.hll_known = known_of(hll_likely)
   check_sets(uv_names, tag .. 'absent')
-  -- Viewer sets whose day field existed almost always exist: one EXISTS over
-  -- them spares their EXPIREs (any missing: each new set gets EXPIRE NX).
-  local known = 0
-  for from = 1, #uv_likely, CHUNK do
-    known = known + call('EXISTS', unpack(uv_likely, from, min(from + CHUNK - 1, #uv_likely)))
-  end
-  state.uv_known = {}
-  if known == #uv_likely then
-    for _, name in ipairs(uv_likely) do state.uv_known[name] = true end
-  end
+  state.uv_known = known_of(uv_likely)
 
   -- Sorted sets: ZCARD checks the type, and its size decides the trim.
   state.dirty = {}
   for i, sink in ipairs(sinks) do
     state.dirty[i] = tag .. 'dirty:' .. sink
-    read({state.dirty[i]}, 'zset', 'ZCARD', state.dirty[i])
+    read(pcall_('ZCARD', state.dirty[i]), state.dirty[i], 'zset')
   end
   state.tops, state.days, state.sizes = {}, {}, {}
   for _, h in ipairs(state.hashes) do
@@ -601,10 +583,10 @@ local function plan_group(group)
       state.days[#state.days + 1] = h.index
       state.tops[h.index] = {}
       local name = tag .. 'top:' .. h.index
-      state.sizes[h.index] = read({name}, 'zset', 'ZCARD', name)
+      state.sizes[h.index] = read(pcall_('ZCARD', name), name, 'zset')
     end
   end
-  state.sizes.all = read({tag .. 'top:all'}, 'zset', 'ZCARD', tag .. 'top:all')
+  state.sizes.all = read(pcall_('ZCARD', tag .. 'top:all'), tag .. 'top:all', 'zset')
   plan_stats(state)
   return state
 end
@@ -622,13 +604,26 @@ local function zadd_top(name, args, before, ttl_seconds)
   if ttl_seconds and before == 0 then call('EXPIRE', name, ttl_seconds, 'NX') end
 end
 
+-- PFADD under pcall (see the top): true when it changed the HyperLogLog;
+-- a key it refused goes to `damaged`.
+local function pfadd(name, users, damaged)
+  local changed = false
+  for from = 1, #users, CHUNK do
+    local reply = pcall_('PFADD', name, unpack(users, from, min(from + CHUNK - 1, #users)))
+    if type(reply) == 'table' then
+      damaged[#damaged + 1] = name
+      return false
+    end
+    changed = changed or reply == 1
+  end
+  return changed
+end
+
 local function write_key(state, k, dirty)
-  local exists = state.hll_exists
   for _, c in ipairs(k.cells) do
     local h = c.hash
-    if c.users then
-      variadic('PFADD', c.name, c.users)
-      if not exists[c.name] then call('EXPIRE', c.name, ttl[h.res], 'NX') end
+    if c.users and pfadd(c.name, c.users, state.damaged) and not state.hll_known[c.name] then
+      call('EXPIRE', c.name, ttl[h.res], 'NX')
     end
     if h.res == 'm' then
       dirty[#dirty + 1] = now
@@ -650,28 +645,34 @@ local function write_key(state, k, dirty)
         call('EXPIRE', v.name,
           math.max(ttl_viewers, (v.day + 1) * 86400 + ttl_viewers - 86400 - now), 'NX')
       end
-      local h = state.uvc[v.day]
-      h.incs[h.at[k.key]] = new
-      local all = state.uvc_all.at[k.key]
-      state.uvc_all.incs[all] = (state.uvc_all.incs[all] or 0) + new
+      hash_add(state.uvc[v.day], k.key, new)
+      hash_add(state.uvc_all, k.key, new)
     end
   end
 end
 
--- Unique-view counts: old value plus the new viewers SADD reported.
-local function write_views(h)
-  local pairs_ = {}
-  for pos, field in ipairs(h.fields) do
-    local new = h.incs[pos]
-    if new then
-      pairs_[#pairs_ + 1] = field
-      pairs_[#pairs_ + 1] = (h.old[pos] or 0) + new
+-- Unique-view counts: the stored value plus the new viewers SADD reported
+-- (far below 2^53: each one is a set member). The key's type was checked; a
+-- field that holds no number is left as it is and reported, like PFADD's.
+local function write_views(h, damaged)
+  local fields, pairs_, existed = h.fields, {}, false
+  for from = 1, #fields, CHUNK do
+    local to = min(from + CHUNK - 1, #fields)
+    local got = call('HMGET', h.name, unpack(fields, from, to))
+    for j = from, to do
+      local before = got[j - from + 1]  -- false when the field is missing
+      local n = before and tonumber(before) or nil
+      if before and not n then
+        damaged[#damaged + 1] = h.name .. ' ' .. fields[j]
+      else
+        existed = existed or n ~= nil
+        pairs_[#pairs_ + 1] = fields[j]
+        pairs_[#pairs_ + 1] = (n or 0) + h.incs[j]
+      end
     end
   end
-  for from = 1, #pairs_, 2 * CHUNK do
-    call('HSET', h.name, unpack(pairs_, from, min(from + 2 * CHUNK - 1, #pairs_)))
-  end
-  if h.ttl and #pairs_ > 0 and not h.existed then call('EXPIRE', h.name, h.ttl, 'NX') end
+  hset_pairs(h.name, pairs_)
+  if h.ttl and #fields > 0 and not existed then call('EXPIRE', h.name, h.ttl, 'NX') end
 end
 
 local function write_group(state)
@@ -687,8 +688,8 @@ local function write_group(state)
   write_hash(state.total)
   local dirty = {}
   for _, k in ipairs(state.keys) do write_key(state, k, dirty) end
-  for _, h in ipairs(state.uvc_list) do write_views(h) end
-  write_views(state.uvc_all)
+  for _, h in ipairs(state.uvc_list) do write_views(h, state.damaged) end
+  write_views(state.uvc_all, state.damaged)
   -- Score = when the mark was first set (NX), so the flusher can report its lag.
   if #dirty > 0 then
     for _, name in ipairs(state.dirty) do variadic('ZADD', name, dirty, 'NX') end
@@ -697,8 +698,7 @@ local function write_group(state)
     zadd_top(tag .. 'top:' .. day, state.tops[day], state.sizes[day], ttl.d)
   end
   for _, cu in ipairs(state.counter_users) do
-    variadic('PFADD', cu.name, cu.users)
-    if not state.hll_exists[cu.name] then call('EXPIRE', cu.name, ttl[cu.res], 'NX') end
+    if pfadd(cu.name, cu.users, state.damaged) then call('EXPIRE', cu.name, ttl[cu.res], 'NX') end
   end
   local top_all = {}
   for pos, key in ipairs(state.total.fields) do
@@ -714,12 +714,13 @@ end
 
 local planned = {}
 for i, group in ipairs(groups) do planned[i] = plan_group(group) end
-if counter_count > 0 then read({registry}, 'set', 'SCARD', registry) end
+if counter_count > 0 then read(pcall_('SCARD', registry), registry, 'set') end
 -- The first write: everything below cannot fail.
-local applied, duplicates = 0, 0
+local applied, duplicates, damaged = 0, 0, {}
 for _, state in ipairs(planned) do
+  state.damaged = damaged
   write_group(state)
   applied, duplicates = applied + state.events, duplicates + state.duplicates
 end
 if counter_count > 0 then call('SADD', registry, unpack(counters)) end
-return {applied, duplicates}
+return {applied, duplicates, damaged}
