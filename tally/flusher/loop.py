@@ -161,8 +161,9 @@ def main(args, settings) -> int:
     workers = [SinkWorker(name, settings, checkpoint, stop, args.once) for name in settings.sinks]
     for worker in workers:
         worker.thread.start()
-    while any(worker.thread.is_alive() for worker in workers):
-        stop.wait(0.2)  # the main thread stays free to take signals
+    for worker in workers:
+        while worker.thread.is_alive():
+            worker.thread.join(0.2)  # in short waits, so the main thread takes signals
     ok = all(worker.ok for worker in workers)
     log.info("stopped", extra={"fields": {"ok": ok}})
     if any(worker.crashed for worker in workers):
