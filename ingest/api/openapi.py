@@ -223,7 +223,7 @@ def _others() -> dict:
     return {
         "/v1/ratelimit/{limit}": {"post": op(
             "Count one request of a subject against a configured limit",
-            {"200": ok(ref("Decision")), "429": limited, **problems(400, 404, 413, 415)},
+            {"200": ok(ref("Decision")), "429": limited, **write_problems(400, 404, 413, 415)},
             scope="write", parameters=[path("limit", NAME)], body=subject)},
         "/healthz": {"get": op("Liveness", {"200": ok(ref("Status"))})},
         "/readyz": {"get": op("Readiness: Redis answers PING", {"200": ok(ref("Status")),

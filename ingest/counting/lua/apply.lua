@@ -5,9 +5,10 @@
 -- the script has two phases, and every group of the batch is planned before
 -- any group is written:
 --
--- 1. Plan (plan_group): read every key the write phase will touch. A read
---    fails on a key of another type and, on a cluster, on a key this node
---    does not serve (slot migration), so those errors come here. Decide
+-- 1. Plan (plan_group): read every key the write phase will touch (but the
+--    HyperLogLogs, see below). A read fails on a key of another type and,
+--    on a cluster, on a key this node does not serve (slot migration), so
+--    those errors come here. Decide
 --    dedup, sum every field exactly (parts of at most 2^53 - 1), and refuse
 --    the whole batch with an error reply if a count would pass LIMIT or a
 --    stored value is not what a write needs. Nothing is written here, and
@@ -15,7 +16,8 @@
 -- 2. Write (write_group): only commands that cannot fail on keys the plan
 --    checked: HSET, HINCRBY (checked to stay below 2^63), HINCRBYFLOAT,
 --    SADD, BITFIELD SET, ZADD, ZREMRANGEBYRANK, EXPIRE, with arguments from
---    the plan or from replies of these commands. Under maxmemory Redis
+--    the plan or from replies of these commands (and HMGET of the
+--    unique-view counts, whose type the plan checked). Under maxmemory Redis
 --    refuses only a script's first write (OOM), so a batch refused for
 --    memory changes nothing either.
 --    Two writes may meet data they cannot use, and then skip it rather than
@@ -140,8 +142,9 @@ local function read(reply, names, want)
 end
 
 ---------------------------------------------------------------------------
--- Hash records (buckets, totals, unique-view counts): read once (HMGET)
--- in the plan, written once (HSET) per batch instead of one HINCRBY per field.
+-- Hash records (buckets, totals, unique-view counts): read once (HMGET; in
+-- the plan, but unique-view counts after SADD) and written once (HSET) per
+-- batch instead of one HINCRBY per field.
 
 local function hash_record(name, ttl_seconds)
   return {name = name, ttl = ttl_seconds, fields = {}, incs = {}, at = {}, parts = {}}
