@@ -62,10 +62,10 @@ class TagGroup:
 
     __slots__ = ("duplicates", "keys", "spreads")
 
-    def __init__(self) -> None:
+    def __init__(self, spreads: dict[str, int] | None = None) -> None:
         self.duplicates = 0
         self.keys: dict[str, dict[tuple[int, int], _Run]] = {}
-        self.spreads: dict[str, int] = {}  # hot keys only: shards the key is spread over
+        self.spreads = spreads or {}  # the counter's hot keys: shards each is spread over
 
     def add(self, event: Event, member: str | None) -> None:
         """Append an event that is not a repeat inside the batch."""
@@ -96,6 +96,12 @@ class TagGroup:
         return [tag, self.duplicates, members, entries]
 
 
+def hot_spreads(config: CountingConfig, counter: str) -> dict[str, int]:
+    """The counter's hot keys and the shards each is spread over."""
+    return {key: config.spread(counter, key) for (hot_counter, key) in config.hot_keys
+            if hot_counter == counter and config.spread(counter, key) > 1}
+
+
 def group_by_tag(config: CountingConfig, events: Iterable[Event]) -> dict[str, TagGroup]:
     """Events grouped by hash tag; repeats of (counter, key, id) inside the batch are counted."""
     groups: dict[str, TagGroup] = {}
@@ -107,15 +113,11 @@ def group_by_tag(config: CountingConfig, events: Iterable[Event]) -> dict[str, T
             hot = config.spread(event.counter, event.key) > 1
             tag = None if hot else keys.tag(event.counter, event_shard(config, event))
             homes[(event.counter, event.key)] = tag
-        spread = 0
         if tag is None:
             tag = keys.tag(event.counter, event_shard(config, event))
-            spread = config.spread(event.counter, event.key)
         group = groups.get(tag)
         if group is None:
-            group = groups[tag] = TagGroup()
-        if spread:
-            group.spreads[event.key] = spread
+            group = groups[tag] = TagGroup(hot_spreads(config, event.counter))
         member = None if event.id is None else keys.dedup_member(event.id, event.key)
         if member is not None:
             if (event.counter, member) in seen:
