@@ -4,6 +4,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY tally ./tally
+COPY stack ./stack
 COPY ingest ./ingest
 COPY exporter ./exporter
 COPY timescale ./timescale

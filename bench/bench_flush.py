@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 
 import psycopg
 import redis
+from tally.ingest.counting.batch import apply_batch
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher import flush, handoff
+from tally.ingest.flusher.influx import InfluxSink
+from tally.ingest.flusher.sink import BucketRow
+from tally.ingest.flusher.timescale import TABLES, TimescaleSink
 
-from ingest.counting.batch import apply_batch
-from ingest.counting.config import CountingConfig
-from ingest.counting.events import Event
-from tally.flusher import flush, handoff
-from tally.flusher.influx import InfluxSink
-from tally.flusher.sink import BucketRow
-from tally.flusher.timescale import TABLES, TimescaleSink
+from tally.events import Event
 
 NEEDS = {"redis", "postgres", "influxdb"}
 ACTIVE = int(os.environ.get("BENCH_FLUSH_KEYS", "100000"))
@@ -160,7 +160,7 @@ def _delay(settings, samples: int = 5, interval: float = 1.0) -> list[dict]:
                         "TALLY_POSTGRES_DSN": settings.postgres_dsn,
                         "TALLY_INFLUX_URL": settings.influx_url,
                         "TALLY_FLUSH_INTERVAL": str(interval)}
-    proc = subprocess.Popen([sys.executable, "-m", "tally.cli", "flush"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "tally.stack.cli", "flush"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     delays = []
     config = CountingConfig.from_settings(settings)

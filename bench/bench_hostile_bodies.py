@@ -58,7 +58,7 @@ def cases() -> list[tuple[str, bytes, str, bool]]:
 
 def run(settings) -> list[dict]:
     """One row per case: the answer, CPU seconds and peak MiB of the request."""
-    from ingest.api import close_app, create_app
+    from tally.ingest.api import close_app, create_app
 
     app = create_app(dataclasses.replace(settings, write_tokens=(TOKEN,), series_history=False))
     client = app.test_client()

@@ -6,7 +6,7 @@
 - `tally_asgi()` / `hello_asgi()`: the same behind a2wsgi, for ASGI servers.
 
 `python bench/http_apps.py hello` runs the hello app under `tally serve`'s
-own server (ingest.serve.serve: gunicorn + IngestWorker), with TALLY_* settings.
+own server (tally.ingest.serve.serve: gunicorn + IngestWorker), with TALLY_* settings.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ASGI_THREADS = 10  # a2wsgi's thread pool per worker
 
 def tally_app():
     """The ingest API as `tally serve` builds it."""
-    from ingest.api import create_app
+    from tally.ingest.api import create_app
     return create_app()
 
 
@@ -55,7 +55,8 @@ def hello_asgi():
 
 def main() -> int:
     """Serve the hello app under `tally serve`'s server: `http_apps.py hello [WORKERS]`."""
-    from ingest.serve import serve
+    from tally.ingest.serve import serve
+
     from tally.settings import load_settings
 
     if sys.argv[1:2] != ["hello"]:

@@ -31,9 +31,8 @@ from collections.abc import Callable, Iterator
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from exporter.snapshot import Snapshot, read_snapshot
-from ingest.counting.config import CountingConfig
+from tally.exporter.snapshot import Snapshot, read_snapshot
+from tally.ingest.counting.config import CountingConfig
 
 log = logging.getLogger(__name__)
 

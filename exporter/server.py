@@ -8,9 +8,9 @@ from wsgiref.simple_server import WSGIServer
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
+from tally.exporter.collector import TallyCollector
+from tally.ingest.counting.config import CountingConfig
 
-from exporter.collector import TallyCollector
-from ingest.counting.config import CountingConfig
 from tally.errors import ServiceError
 from tally.redis_connect import connect, disconnect
 from tally.settings import Settings

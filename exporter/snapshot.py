@@ -13,10 +13,11 @@ import time
 from typing import NamedTuple
 
 from redis.cluster import RedisCluster
+from tally.ingest.counting import reads
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher import handoff
 
-from ingest.counting import keys, reads
-from ingest.counting.config import CountingConfig
-from tally.flusher import handoff
+from tally import keys
 
 # Leaderboards reported per scrape, at most (per-board series stay bounded).
 MAX_BOARDS = 100

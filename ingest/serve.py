@@ -1,7 +1,7 @@
 """`tally serve`: the ingest API under gunicorn, with Prometheus multiprocess metrics.
 
 gunicorn's master supervises the workers (a killed worker is replaced,
-SIGTERM drains them gracefully); each worker is an ingest.worker.IngestWorker,
+SIGTERM drains them gracefully); each worker is an tally.ingest.worker.IngestWorker,
 which serves connections as gevent greenlets under header and body deadlines
 and a connection limit, so slow clients cannot occupy it. The app is built in
 each worker after the fork (no preload), so every worker has its own Redis
@@ -69,14 +69,14 @@ def default_workers() -> int:
 
 def gunicorn_options(settings: Settings, workers: int) -> dict:
     """Gunicorn settings: bind, workers, the deadlines, and the hook that retires a dead worker."""
-    from ingest.worker import OVERFLOW
+    from tally.ingest.worker import OVERFLOW
 
     def child_exit(server, worker) -> None:
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(worker.pid)
 
     return {"bind": f"{settings.ingest_host}:{settings.ingest_port}", "workers": workers,
-            "worker_class": "ingest.worker.IngestWorker",
+            "worker_class": "tally.ingest.worker.IngestWorker",
             # IngestWorker answers connections past the limit 503; gunicorn's pool holds both.
             "worker_connections": settings.ingest_max_connections + OVERFLOW,
             # gunicorn reads the next request under a deadline only when keep-alive is on;
@@ -97,7 +97,7 @@ def _application(settings: Settings, options: dict, load_app: Callable[[], objec
         """Gunicorn driven from Python: options and settings from Tally, the app per worker."""
 
         def __init__(self) -> None:
-            self.settings = settings  # read by ingest.worker.IngestWorker
+            self.settings = settings  # read by tally.ingest.worker.IngestWorker
             super().__init__()
 
         def load_config(self) -> None:
@@ -119,7 +119,7 @@ def raise_open_file_limit(settings: Settings) -> None:
     """
     import resource
 
-    from ingest.worker import OVERFLOW
+    from tally.ingest.worker import OVERFLOW
 
     needed = settings.ingest_max_connections + OVERFLOW + FILES_BESIDES_CONNECTIONS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -159,7 +159,7 @@ def main(args, settings: Settings) -> int:
     workers = getattr(args, "workers", None) or settings.ingest_workers or default_workers()
 
     def load_app():
-        from ingest.api import create_app
+        from tally.ingest.api import create_app
         return create_app(settings)
 
     serve(settings, workers, load_app)

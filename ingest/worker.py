@@ -81,7 +81,7 @@ SERVER_PROBLEMS: tuple[tuple[tuple[type[BaseException], ...], int, str, str], ..
 def problem_bytes(status: int, slug: str, title: str, detail: str,
                   headers: dict[str, str] | None = None) -> bytes:
     """A complete HTTP/1.1 problem+json response that closes the connection."""
-    from ingest.api.problems import Problem, response
+    from tally.ingest.api.problems import Problem, response
 
     answer = response(Problem(status, slug, title, detail, headers=headers))
     answer.headers["Connection"] = "close"
@@ -164,7 +164,7 @@ class IngestWorker(GeventWorker):
     """gunicorn's gevent worker with a head deadline, a body deadline and a connection limit.
 
     Its settings come from the gunicorn application object (`self.app.settings`,
-    see ingest.serve), so `tally serve` and its options are the one source.
+    see tally.ingest.serve), so `tally serve` and its options are the one source.
     """
 
     def __init__(self, *args, **kwargs) -> None:

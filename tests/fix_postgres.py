@@ -8,8 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
-from tally.migrate import apply_migrations
+from tally.ingest.flusher.migrate import apply_migrations
 from tally.stack import services
 from tally.stack.process import free_ports
 

@@ -7,13 +7,13 @@ import time
 
 import psycopg
 import requests
+from tally.ingest.counting.batch import apply_batch
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher import flush
+from tally.ingest.flusher.influx import RETENTION
+from tally.ingest.flusher.sinks import build_sink
 
-from ingest.counting.batch import apply_batch
-from ingest.counting.config import CountingConfig
-from ingest.counting.events import validate_batch
-from tally.flusher import flush
-from tally.flusher.influx import RETENTION
-from tally.flusher.sink import build_sink
+from tally.events import validate_batch
 from tally.settings import load_settings
 from tests.reference_model import ReferenceModel
 

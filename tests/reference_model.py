@@ -23,8 +23,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ingest.counting.events import Event
-from ingest.counting.keys import DAY, RESOLUTIONS
+from tally.events import Event
+from tally.keys import DAY, RESOLUTIONS
 
 Bucket = tuple[str, str, str, int]  # (counter, key, resolution, index)
 LIMIT = 9_200_000_000_000_000_000  # apply.lua's LIMIT, 9.2e18
@@ -141,8 +141,8 @@ class ReferenceModel:
 
 
 def mismatches(client, config, model: ReferenceModel, counter: str, k: int = 10) -> list:
-    """Every read of ingest.counting.reads that differs from the model: [] means equal."""
-    from ingest.counting import reads  # the model itself stays Redis-free
+    """Every read of tally.ingest.counting.reads that differs from the model: [] means equal."""
+    from tally.ingest.counting import reads  # the model itself stays Redis-free
 
     found = []
 

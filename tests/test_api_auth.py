@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from tally.ingest.api import close_app, create_app
 
-from ingest.api import close_app, create_app
 from tally.errors import ConfigError
 from tests.test_api_support import READ, WRITE, R, W, make_app, settings
 

@@ -1,4 +1,4 @@
-"""The batch parsers (ingest.api.body) agree with parsing the whole text at once.
+"""The batch parsers (tally.ingest.api.body) agree with parsing the whole text at once.
 
 `json_values` parses a top-level array one element at a time from bounded
 windows of the text, and `ndjson` one line at a time: both must give the same
@@ -14,10 +14,9 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from ingest.api.batch_json import MAX_VALUE_CHARS, json_values, ndjson
-from ingest.api.body import loads
-from ingest.api.problems import Problem
+from tally.ingest.api.batch_json import MAX_VALUE_CHARS, json_values, ndjson
+from tally.ingest.api.body import loads
+from tally.ingest.api.problems import Problem
 
 
 def outcome(parse, text: str):

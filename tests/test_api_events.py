@@ -6,8 +6,8 @@ import gzip
 import json
 
 import pytest
+from tally.ingest.api import close_app
 
-from ingest.api import close_app
 from tests.test_api_support import W, gzipped, make_app, ndjson, snapshot
 
 EVENT = {"counter": "views", "key": "video:1", "id": "e1", "user": "u1"}
@@ -29,8 +29,8 @@ def post(api, data, content_type="application/json", **headers):
 
 def total(redis_client, key="video:1") -> int:
     """All-time count of a key, read from Redis through the core."""
-    from ingest.counting import reads
-    from ingest.counting.config import CountingConfig
+    from tally.ingest.counting import reads
+    from tally.ingest.counting.config import CountingConfig
     return reads.total(redis_client, CountingConfig(), "views", key)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
-from ingest.api import close_app
-from ingest.api.openapi import document
+from tally.ingest.api import close_app
+from tally.ingest.api.openapi import document
 from tally.stack.process import free_ports
+
 from tests.test_api_support import R, W, make_app
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tally.ingest.api import close_app
 
-from ingest.api import close_app
-from ingest.counting import keys
+from tally import keys
 from tests.test_api_support import R, W, make_app
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from tally.ingest.api.ratelimits import Limit, parse_limits
 
-from ingest.api.ratelimits import Limit, parse_limits
 from tally.errors import ConfigError
 from tests.test_api_support import W
 

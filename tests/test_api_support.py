@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
-
-from ingest.api import create_app
-from tally.settings import load_settings
+from tally.ingest.api import create_app
 from tally.stack.process import await_ready, free_ports, stop
+
+from tally.settings import load_settings
 
 WRITE, READ = "w-token", "r-token"
 W = {"Authorization": f"Bearer {WRITE}"}
@@ -30,7 +30,7 @@ def settings(redis_url: str, **overrides):
 
 
 def make_app(redis_url: str, **overrides):
-    """An app on the test Redis (close it with ingest.api.close_app)."""
+    """An app on the test Redis (close it with tally.ingest.api.close_app)."""
     return create_app(settings(redis_url, **overrides))
 
 
@@ -76,7 +76,7 @@ def gunicorn(redis_url: str, workers: int, tmp: Path, **env_settings):
     log_path = tmp / f"serve-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tally.cli", "serve", "--workers", str(workers)],
+            [sys.executable, "-m", "tally.stack.cli", "serve", "--workers", str(workers)],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:

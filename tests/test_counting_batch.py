@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from tally.ingest.counting import reads
+from tally.ingest.counting.batch import BatchResult, apply_batch
+from tally.ingest.counting.config import CountingConfig
 
-from ingest.counting import keys, reads
-from ingest.counting.batch import BatchResult, apply_batch
-from ingest.counting.config import CountingConfig
-from ingest.counting.events import MAX_VALUE, Event
+from tally import keys
 from tally.errors import CountOverflowError
+from tally.events import MAX_VALUE, Event
 from tests.test_api_support import snapshot
 
 NOW = 1_800_000_123

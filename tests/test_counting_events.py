@@ -2,14 +2,14 @@
 
 import pytest
 
-from ingest.counting.events import (
+from tally.errors import ValidationError
+from tally.events import (
     MAX_PROBLEMS,
     Event,
     InvalidBatch,
     validate_batch,
     validate_event,
 )
-from tally.errors import ValidationError
 
 NOW = 1_800_000_000.0
 

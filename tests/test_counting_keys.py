@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from tally.ingest.counting import reads
+from tally.ingest.counting.batch import apply_batch
+from tally.ingest.counting.config import CountingConfig
 
-from ingest.counting import keys, reads
-from ingest.counting.batch import apply_batch
-from ingest.counting.config import CountingConfig
-from ingest.counting.events import MAX_VALUE, Event
+from tally import keys
+from tally.events import MAX_VALUE, Event
 
 NOW = 1_800_000_123
 # Pairs that a naive "kind:time:key" scheme or a brace in the key could confuse.

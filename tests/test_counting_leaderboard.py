@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tally.ingest.counting import leaderboard as lb
+from tally.ingest.counting.leaderboard import Entry
 
-from ingest.counting import leaderboard as lb
-from ingest.counting.leaderboard import Entry
 from tally.errors import IdempotencyKeyReusedError, ValidationError
 
 

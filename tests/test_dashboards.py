@@ -12,18 +12,17 @@ import redis
 import requests
 import yaml
 from prometheus_client import CollectorRegistry
+from tally.exporter.collector import TallyCollector
+from tally.exporter.server import serve
+from tally.ingest.api import close_app, create_app
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher.influx_setup import ensure_influx, influx_query
+from tally.ingest.flusher.loop import SinkLoop
+from tally.ingest.flusher.sinks import build_sink
+from tally.stack import demo, services
 from werkzeug.serving import make_server
 
-from exporter.collector import TallyCollector
-from exporter.server import serve
-from ingest.api import close_app, create_app
-from ingest.counting.config import CountingConfig
-from tally import demo
-from tally.flusher.loop import SinkLoop
-from tally.flusher.sink import build_sink
-from tally.influx_setup import ensure_influx, influx_query
 from tally.settings import PROJECT_ROOT, load_settings
-from tally.stack import services
 from tests.grafana_macros import (
     TimeRange,
     expand_influxql,

@@ -37,7 +37,7 @@ def _start_flusher(settings, point: str) -> subprocess.Popen:
         "TALLY_FLUSH_LEASE_SECONDS": "1", "TALLY_SINK_WRITE_TIMEOUT": "0.9",
         "TALLY_FLUSH_PAUSE_AT": point,
         "TALLY_FLUSH_PAUSE_SECONDS": "0.3"}
-    return subprocess.Popen([sys.executable, "-m", "tally.cli", "flush"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "tally.stack.cli", "flush"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

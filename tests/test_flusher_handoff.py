@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ingest.counting import keys
-from tally.flusher import handoff
+from tally.ingest.flusher import handoff
+
+from tally import keys
 
 SHARD = handoff.Shard("views", 0)
 

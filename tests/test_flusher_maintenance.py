@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tally.flusher.maintenance import run_retention
+from tally.ingest.flusher.maintenance import run_retention
 
 AGES = {  # table -> (ages in days that must go, ages that must stay)
     "counts_1m": ((8.5, 10, 30), (0.01, 1, 6.5)),

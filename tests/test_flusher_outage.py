@@ -15,18 +15,19 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-
-from exporter.collector import TallyCollector
-from ingest.counting.config import CountingConfig
-from tally.errors import SinkError
-from tally.flusher import handoff, maintenance
-from tally.flusher.influx import InfluxSink
-from tally.flusher.loop import SinkLoop
-from tally.flusher.sink import BucketRow, build_sink
-from tally.flusher.timescale import TimescaleSink
-from tally.influx_setup import ensure_influx
-from tally.migrate import apply_migrations
+from tally.exporter.collector import TallyCollector
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher import handoff, maintenance
+from tally.ingest.flusher.influx import InfluxSink
+from tally.ingest.flusher.influx_setup import ensure_influx
+from tally.ingest.flusher.loop import SinkLoop
+from tally.ingest.flusher.migrate import apply_migrations
+from tally.ingest.flusher.sink import BucketRow
+from tally.ingest.flusher.sinks import build_sink
+from tally.ingest.flusher.timescale import TimescaleSink
 from tally.stack import process, services
+
+from tally.errors import SinkError
 from tests.flusher_support import (
     expected,
     expected_totals,
@@ -161,7 +162,7 @@ def _flusher(settings, **env: str) -> subprocess.Popen:
             "TALLY_INFLUX_TOP_N": "0", "TALLY_INFLUX_KEYS": ",".join(settings.influx_keys),
             "TALLY_FLUSH_INTERVAL": "0.5", "TALLY_SINK_WRITE_TIMEOUT": "2",
             "TALLY_SINK_CONNECT_TIMEOUT": "2"}
-    return subprocess.Popen([sys.executable, "-m", "tally.cli", "flush"],
+    return subprocess.Popen([sys.executable, "-m", "tally.stack.cli", "flush"],
                             env=os.environ | base | env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from ingest.counting.config import CountingConfig
-from tally.flusher import flush
-from tally.flusher.sink import build_sink
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher import flush
+from tally.ingest.flusher.sinks import build_sink
+
 from tests.flusher_support import (
     expected,
     expected_totals,

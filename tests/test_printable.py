@@ -31,7 +31,7 @@ def test_printable_text():
 
 def test_the_influxdb_sink_takes_every_key_the_api_accepts():
     """One rule: a key counted by the API with a new emoji is written to InfluxDB too."""
-    from tally.flusher.lineprotocol import representable
+    from tally.ingest.flusher.lineprotocol import representable
 
     assert representable("shaking face \U0001FAE8")
     assert not representable("a\u0378")

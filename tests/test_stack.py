@@ -15,16 +15,16 @@ import psycopg
 import pytest
 import redis
 import requests
-
-from tally.settings import load_settings
 from tally.stack import process
 from tally.stack.prometheus_yml import render
 from tally.stack.runner import STACK, running_pid
 
+from tally.settings import load_settings
+
 
 def tally(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """Run the `tally` command line with env and return its completed process."""
-    return subprocess.run([sys.executable, "-m", "tally.cli", *args], env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "tally.stack.cli", *args], env=env, text=True,
                           capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flask import Flask
-
-from ingest.api import (
+from tally.ingest.api import (
     access,
     auth,
     batches,
@@ -25,6 +24,7 @@ from ingest.api import (
     ratelimits,
     series,
 )
+
 from tally.settings import Settings, load_settings
 
 BLUEPRINTS = (health.bp, metrics.bp, batches.bp, counters.bp, leaderboards.bp, ratelimits.bp)

@@ -8,8 +8,7 @@ import os
 import time
 
 from flask import Flask, Response, g, request
-
-from ingest.api.metrics import metrics
+from tally.ingest.api.metrics import metrics
 
 log = logging.getLogger("tally.ingest.access")
 

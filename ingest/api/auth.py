@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 
 from flask import Flask, current_app, request
+from tally.ingest.api.problems import Problem
 
-from ingest.api.problems import Problem
 from tally.errors import ConfigError
 from tally.settings import Settings
 

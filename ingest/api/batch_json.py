@@ -15,8 +15,8 @@ import json
 import re
 from collections.abc import Iterator
 
-from ingest.api.body import DECODER, PARSE_ERRORS, loads, parse_problem, too_large
-from ingest.api.problems import Problem, bad_request
+from tally.ingest.api.body import DECODER, PARSE_ERRORS, loads, parse_problem, too_large
+from tally.ingest.api.problems import Problem, bad_request
 
 # One event, at every field's limit with every character escaped, is about 4 KB of JSON.
 MAX_VALUE_CHARS = 64 * 1024

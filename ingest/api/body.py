@@ -15,8 +15,7 @@ import json
 import zlib
 
 from flask import request
-
-from ingest.api.problems import Problem, bad_request
+from tally.ingest.api.problems import Problem, bad_request
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})

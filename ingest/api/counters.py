@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, request
+from tally.ingest.api import params, series
+from tally.ingest.api.auth import READ, scope
+from tally.ingest.api.extensions import resources
+from tally.ingest.counting import reads
 
-from ingest.api import params, series
-from ingest.api.auth import READ, scope
-from ingest.api.extensions import resources
-from ingest.counting import reads
-from ingest.counting.keys import DAY, HOUR
+from tally.keys import DAY, HOUR
 
 bp = Blueprint("counters", __name__)
 MAX_TOP = 1000

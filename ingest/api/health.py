@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import redis
 from flask import Blueprint
-
-from ingest.api.extensions import resources
-from ingest.api.openapi import document
-from ingest.api.problems import Problem
+from tally.ingest.api.extensions import resources
+from tally.ingest.api.openapi import document
+from tally.ingest.api.problems import Problem
 
 bp = Blueprint("health", __name__)
 

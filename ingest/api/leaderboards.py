@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, request
-
-from ingest.api import body, params
-from ingest.api.auth import READ, WRITE, scope
-from ingest.api.extensions import resources
-from ingest.api.openapi import IDEMPOTENCY_KEY
-from ingest.api.problems import Problem, bad_request
-from ingest.counting import leaderboard
+from tally.ingest.api import body, params
+from tally.ingest.api.auth import READ, WRITE, scope
+from tally.ingest.api.extensions import resources
+from tally.ingest.api.openapi import IDEMPOTENCY_KEY
+from tally.ingest.api.problems import Problem, bad_request
+from tally.ingest.counting import leaderboard
 
 bp = Blueprint("leaderboards", __name__, url_prefix="/v1/leaderboards/<board>")
 MAX_K = 1000

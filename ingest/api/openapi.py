@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from ingest.counting.events import MAX_KEY_BYTES, MAX_VALUE
+from tally.events import MAX_KEY_BYTES, MAX_VALUE
 
 PROBLEM = "application/problem+json"
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,

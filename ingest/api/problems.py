@@ -67,7 +67,7 @@ def _http(exc: HTTPException) -> Response:
 
 
 def _redis_down(exc: redis.RedisError) -> Response:
-    # Reads only: every write goes through ingest.counting.scripts and its own errors below.
+    # Reads only: every write goes through tally.ingest.counting.scripts and its own errors below.
     log.error("redis error: %s", exc)
     return response(Problem(503, "redis-unavailable", "Service unavailable",
                             "Redis did not answer; retry later", headers={"Retry-After": "1"}))

@@ -7,12 +7,12 @@ import re
 from typing import NamedTuple
 
 from flask import Blueprint, Flask, current_app
+from tally.ingest.api import body, params
+from tally.ingest.api.auth import WRITE, scope
+from tally.ingest.api.extensions import resources
+from tally.ingest.api.problems import Problem, bad_request
+from tally.ingest.counting import ratelimit
 
-from ingest.api import body, params
-from ingest.api.auth import WRITE, scope
-from ingest.api.extensions import resources
-from ingest.api.problems import Problem, bad_request
-from ingest.counting import ratelimit
 from tally.errors import ConfigError
 
 bp = Blueprint("ratelimits", __name__)

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import psycopg
 from flask import Flask, current_app
 from psycopg import sql
+from tally.ingest.api import params
+from tally.ingest.api.problems import bad_request
+from tally.ingest.counting import reads
 
-from ingest.api import params
-from ingest.api.problems import bad_request
-from ingest.counting import reads
-from ingest.counting.events import parse_timestamp
-from ingest.counting.keys import DAY, HOUR, MINUTE
+from tally.events import parse_timestamp
+from tally.keys import DAY, HOUR, MINUTE
 from tally.settings import Settings
 
 # At most a week of minutes per request, counted as users count it: from `to - from`,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ingest.counting.keys import DAY, HOUR, MINUTE
 from tally.errors import ConfigError
+from tally.keys import DAY, HOUR, MINUTE
 from tally.settings import Settings
 
 

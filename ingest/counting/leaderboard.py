@@ -12,9 +12,10 @@ import math
 from hashlib import sha1
 from typing import NamedTuple
 
-from ingest.counting.keys import LEADERBOARDS, leaderboard_idempotency_key, leaderboard_key
-from ingest.counting.scripts import call
+from tally.ingest.counting.scripts import call
+
 from tally.errors import IdempotencyKeyReusedError, ValidationError
+from tally.keys import LEADERBOARDS, leaderboard_idempotency_key, leaderboard_key
 
 
 class Entry(NamedTuple):

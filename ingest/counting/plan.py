@@ -15,9 +15,10 @@ import json
 import time
 from collections.abc import Iterable
 
-from ingest.counting import keys
-from ingest.counting.config import CountingConfig
-from ingest.counting.events import Event
+from tally.ingest.counting.config import CountingConfig
+
+from tally import keys
+from tally.events import Event
 
 
 def event_shard(config: CountingConfig, event: Event) -> int:

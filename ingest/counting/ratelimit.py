@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ingest.counting.keys import rate_limit_key
-from ingest.counting.scripts import call
+from tally.ingest.counting.scripts import call
+
+from tally.keys import rate_limit_key
 
 
 class Decision(NamedTuple):

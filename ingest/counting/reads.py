@@ -8,9 +8,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from redis.cluster import RedisCluster
+from tally.ingest.counting.config import CountingConfig
 
-from ingest.counting import keys
-from ingest.counting.config import CountingConfig
+from tally import keys
 
 
 def _shards(config: CountingConfig, counter: str, key: str) -> list[keys.ShardKeys]:

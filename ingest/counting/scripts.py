@@ -29,9 +29,9 @@ from redis.exceptions import (
     RedisError,
     TryAgainError,
 )
+from tally.ingest.counting import delivery
+from tally.ingest.counting.delivery import Lost, NotSent, failed
 
-from ingest.counting import delivery
-from ingest.counting.delivery import Lost, NotSent, failed
 from tally.errors import (
     NotAppliedError,
     OutcomeUnknownError,

@@ -30,7 +30,7 @@
 -- A new write needs the read that checks its key in plan_group;
 -- tests/test_counting_atomicity.py puts a key of every kind in the way.
 --
--- Key names follow ingest/counting/keys.py; KEYS[1] is any key of the
+-- Key names follow tally/keys.py; KEYS[1] is any key of the
 -- (single) tag on a cluster and only routes the call.
 --
 -- ARGV: now, dedup_mode, window, bloom_bits, bloom_hashes, ttl_m, ttl_h, ttl_d,

@@ -4,7 +4,7 @@ A mark (minute, key) stands for the key's minute, hour and day cells; cells
 shared by several marks are read once. Ordinary keys live in one shard, so
 their cells are read by lua/read.lua: one HMGET per bucket hash and, for
 full rows, a PFCOUNT per cell, all inside the shard's hash tag. Hot keys
-spread over several shards go through ingest.counting.reads, which merges
+spread over several shards go through tally.ingest.counting.reads, which merges
 the shards. read_candidates (InfluxDB) returns rows whose `uniques` is None
 (not read); add_uniques fills it in for the rows that are kept.
 """
@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
-from ingest.counting import keys, reads
-from ingest.counting.config import CountingConfig
-from tally.flusher.handoff import Mark, queue_eval
-from tally.flusher.sink import BucketRow
+from tally.ingest.counting import reads
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher.handoff import Mark, queue_eval
+from tally.ingest.flusher.sink import BucketRow
+
+from tally import keys
 
 Cell = tuple[str, str, int, str]  # (counter, resolution, index, key)
 Group = tuple[str, int, str, int]  # (counter, shard, resolution, index): one bucket hash

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
-from ingest.counting import keys
+from tally import keys
 
 LUA_DIR = Path(__file__).with_name("lua")
 

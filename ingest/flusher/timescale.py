@@ -16,11 +16,11 @@ import math
 from collections.abc import Sequence
 
 import psycopg
+from tally.ingest.flusher.deadline import SocketDeadline
+from tally.ingest.flusher.sink import BucketRow
 
-from ingest.counting.keys import RESOLUTIONS
 from tally.errors import SinkError
-from tally.flusher.deadline import SocketDeadline
-from tally.flusher.sink import BucketRow
+from tally.keys import RESOLUTIONS
 
 TABLES = {"m": "counts_1m", "h": "counts_1h", "d": "counts_1d"}
 # Bucket starts are staged as epoch seconds (to_timestamp on the way out): COPY

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psycopg
 import requests
+from tally.stack import process
 
 from tally.errors import ServiceError
-from tally.stack import process
 
 PG_ROOT = Path("/usr/lib/postgresql")
 PG_SHARE = Path("/usr/share/postgresql")
@@ -214,4 +214,4 @@ def prometheus(port: int, data_dir: Path, config_file: Path) -> Service:
 def tally(name: str, args: list[str], url: str, ready: Callable[[], bool],
           env: dict[str, str] | None = None) -> Service:
     """One of Tally's own processes, `tally <args>`, configured by its environment."""
-    return Service(name, (sys.executable, "-m", "tally.cli", *args), url, ready, env=env)
+    return Service(name, (sys.executable, "-m", "tally.stack.cli", *args), url, ready, env=env)

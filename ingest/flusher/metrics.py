@@ -7,7 +7,7 @@ A hung or dead flusher shows as a `last_success` that stops advancing.
 
 from __future__ import annotations
 
-from ingest.counting import keys
+from tally import keys
 
 FIELDS = ("last_run", "last_success", "last_duration_seconds", "rows_total", "errors_total",
           "skipped_total", "last_error")

@@ -19,10 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import redis
-
-from ingest.counting.config import CountingConfig
-from tally.flusher import featured, handoff, lock, reader
-from tally.flusher.sink import BucketRow, Sink
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher import featured, handoff, lock, reader
+from tally.ingest.flusher.sink import BucketRow, Sink
 
 log = logging.getLogger(__name__)
 MAX_ROUNDS = 200  # bound one run so a flood of new marks cannot starve the other sink

@@ -24,17 +24,17 @@ COMMANDS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
            ]),
     "down": ("tally.stack.runner:down", "stop a stack started by `tally up`", []),
     "status": ("tally.stack.runner:status", "show which stack processes run, and where", []),
-    "migrate": ("tally.migrate:main", "apply missing TimescaleDB migrations", []),
-    "serve": ("ingest.serve:main", "run the ingest HTTP API under gunicorn", [
+    "migrate": ("tally.ingest.flusher.migrate:main", "apply missing TimescaleDB migrations", []),
+    "serve": ("tally.ingest.serve:main", "run the ingest HTTP API under gunicorn", [
         (("--workers",), {"type": int, "default": None, "help": "gunicorn workers"}),
         (("--insecure-no-auth",), {"action": "store_true",
                                    "help": "serve without bearer tokens (logs a warning)"}),
     ]),
-    "flush": ("tally.flusher.loop:main", "move dirty buckets from Redis to the sinks", [
+    "flush": ("tally.ingest.flusher.loop:main", "move dirty buckets from Redis to the sinks", [
         (("--once",), {"action": "store_true", "help": "flush once and exit"}),
     ]),
-    "exporter": ("exporter.server:main", "serve Prometheus metrics read from Redis", []),
-    "demo": ("tally.demo:main", "post realistic demo traffic to the ingest API", [
+    "exporter": ("tally.exporter.server:main", "serve Prometheus metrics read from Redis", []),
+    "demo": ("tally.stack.demo:main", "post realistic demo traffic to the ingest API", [
         (("--duration",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}),
         (("--rate",), {"type": float, "default": 200.0, "help": "events per second"}),
     ]),

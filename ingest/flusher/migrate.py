@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from tally.ingest.flusher.influx_setup import ensure_influx
 
 from tally.errors import ServiceError
-from tally.influx_setup import ensure_influx
 from tally.settings import PROJECT_ROOT, Settings
 
 MIGRATIONS_DIR = PROJECT_ROOT / "timescale"

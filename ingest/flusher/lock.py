@@ -9,7 +9,7 @@ by, and a killed holder's lock expires with its lease.
 
 from __future__ import annotations
 
-from ingest.counting import keys
+from tally import keys
 
 # Compare-and-set scripts: only the holder (same token) may extend or drop the lock.
 RENEW = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "

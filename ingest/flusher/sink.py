@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-from ingest.counting.keys import RESOLUTIONS
+from tally.keys import RESOLUTIONS
 
 
 class BucketRow(NamedTuple):
@@ -38,18 +38,3 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Release connections."""
-
-
-def build_sink(name: str, settings) -> Sink:
-    """The sink called `name`, configured from Settings."""
-    if name == "timescale":
-        from tally.flusher.timescale import TimescaleSink
-
-        return TimescaleSink.from_settings(settings)
-    if name == "influx":
-        from tally.flusher.influx import InfluxSink
-
-        return InfluxSink.from_settings(settings)
-    from tally.errors import ConfigError
-
-    raise ConfigError(f"unknown sink {name!r} in TALLY_SINKS (known: timescale, influx)")

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import requests
+from tally.ingest.flusher import lineprotocol
+from tally.ingest.flusher.influx_setup import auth_options
+from tally.ingest.flusher.sink import BucketRow
 
 from tally.errors import SinkError
-from tally.flusher import lineprotocol
-from tally.flusher.sink import BucketRow
-from tally.influx_setup import auth_options
 
 RETENTION = {"m": "minute_7d", "h": "hour_1y", "d": "day_inf"}
 # Measured with bench/bench_flush.py on 2 cores: two writers ~1.5x one; gzip

@@ -21,10 +21,10 @@ import hashlib
 import zlib
 from dataclasses import dataclass
 
+from tally.resolutions import DAY, HOUR, MINUTE, RESOLUTIONS  # noqa: F401 - re-exported
+
 COUNTERS = "tally:counters"  # set of counter names seen (no tag; discovery only)
 LEADERBOARDS = "tally:leaderboards"  # set of leaderboard names (no tag; discovery only)
-MINUTE, HOUR, DAY = 60, 3600, 86400
-RESOLUTIONS = {"m": MINUTE, "h": HOUR, "d": DAY}
 
 
 def tag(counter: str, shard: int) -> str:

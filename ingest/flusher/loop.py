@@ -20,15 +20,15 @@ import threading
 import time
 
 import redis
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher import flush, lock, maintenance, metrics
+from tally.ingest.flusher.sinks import build_sink
 
-from ingest.counting.config import CountingConfig
 from tally.errors import SinkError
-from tally.flusher import flush, lock, maintenance, metrics
-from tally.flusher.sink import build_sink
 from tally.redis_connect import connect, disconnect
 
 MAX_BACKOFF = 60.0
-log = logging.getLogger("tally.flusher")
+log = logging.getLogger("tally.ingest.flusher")
 
 
 class JsonFormatter(logging.Formatter):

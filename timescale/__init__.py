@@ -1,0 +1,1 @@
+"""TimescaleDB migrations: numbered SQL files, applied in order by `tally migrate`."""
