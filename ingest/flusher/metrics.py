@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from tally import keys
 
-FIELDS = ("last_run", "last_success", "last_duration_seconds", "rows_total", "errors_total",
-          "skipped_total", "last_error")
-
 
 def record(client, sink: str, *, now: float, duration: float, rows: int, error: str | None,
            skipped: int = 0) -> None:

@@ -1,5 +1,8 @@
 """Apply the numbered SQL files in timescale/ that a database has not seen yet.
 
+The files are package data of `tally.timescale`, read through importlib.resources,
+so an installed wheel finds them wherever it is installed.
+
 Each file runs in its own transaction together with its row in
 tally_migrations, so a failed migration leaves nothing behind and a second
 run applies nothing. An advisory lock lets several processes migrate at once.
@@ -9,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import psycopg
 from psycopg import errors, sql
@@ -17,17 +21,17 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tally.ingest.flusher.influx_setup import ensure_influx
 
 from tally.errors import ServiceError
-from tally.settings import PROJECT_ROOT, Settings
+from tally.settings import Settings
 
-MIGRATIONS_DIR = PROJECT_ROOT / "timescale"
+MIGRATIONS_PACKAGE = "tally.timescale"
 LOCK_ID = 0x7A11  # any constant shared by every migrating process
 
 
-def migrations(folder: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
-    """Return (version, path) of every NNNN_name.sql file, in order."""
-    found = [(int(m.group(1)), p) for p in folder.glob("*.sql")
-             if (m := re.match(r"(\d+)_", p.name))]
-    return sorted(found)
+def migrations() -> list[tuple[int, Traversable]]:
+    """Return (version, file) of every NNNN_name.sql file of the package, in order."""
+    found = [(int(m.group(1)), p) for p in resources.files(MIGRATIONS_PACKAGE).iterdir()
+             if p.name.endswith(".sql") and (m := re.match(r"(\d+)_", p.name))]
+    return sorted(found, key=lambda item: item[0])
 
 
 def ensure_database(dsn: str) -> None:
