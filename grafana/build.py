@@ -8,6 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
+from tally.resolutions import BY_CODE
+
+MINUTES, HOURS, DAYS = (BY_CODE[code].table for code in "mhd")
+MINUTE_POLICY = BY_CODE["m"].retention_policy
 DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
 PROM = {"type": "prometheus", "uid": "tally-prometheus"}
 PG = {"type": "grafana-postgresql-datasource", "uid": "tally-timescale"}
@@ -17,14 +22,14 @@ INFLUX = {"type": "influxdb", "uid": "tally-influx"}
 # to 2 days, hours up to 90 days, days beyond. Exactly one branch's WHERE is true;
 # PostgreSQL prunes the others at plan time (a constant false One-Time Filter).
 RANGE = "($__timeTo()::timestamptz - $__timeFrom()::timestamptz)"
-STEPPED = f"""(SELECT bucket, key, value, uniques FROM counts_1m
+STEPPED = f"""(SELECT bucket, key, value, uniques FROM {MINUTES}
    WHERE {RANGE} <= interval '2 days' AND counter = '$counter' AND $__timeFilter(bucket)
  UNION ALL
- SELECT bucket, key, value, uniques FROM counts_1h
+ SELECT bucket, key, value, uniques FROM {HOURS}
    WHERE {RANGE} > interval '2 days' AND {RANGE} <= interval '90 days'
      AND counter = '$counter' AND $__timeFilter(bucket)
  UNION ALL
- SELECT bucket, key, value, uniques FROM counts_1d
+ SELECT bucket, key, value, uniques FROM {DAYS}
    WHERE {RANGE} > interval '90 days' AND counter = '$counter' AND $__timeFilter(bucket)) AS c"""
 # Hour buckets that overlap the dashboard range (not only those starting in it),
 # so "last 30 minutes" still lists the keys of the current hour.
@@ -113,24 +118,26 @@ def history() -> dict:
             f"SELECT $__timeGroupAlias(bucket, $__interval), sum(value) AS value\n"
             f"FROM {STEPPED}\nGROUP BY 1\nORDER BY 1")]),
         panel(3, "Unique users per key and hour", [sql(
-            "SELECT bucket AS time, key AS metric, uniques AS value FROM counts_1h\n"
+            f"SELECT bucket AS time, key AS metric, uniques AS value FROM {HOURS}\n"
             f"WHERE counter = '$counter' AND {keys} AND $__timeFilter(bucket)\nORDER BY 1")]),
         panel(4, "Top keys in range", [sql(
-            "SELECT key, sum(value) AS value FROM counts_1h\n"
+            f"SELECT key, sum(value) AS value FROM {HOURS}\n"
             f"WHERE counter = '$counter' AND {HOURS_OVERLAPPING}\n"
             "GROUP BY key ORDER BY value DESC, key LIMIT 20", fmt="table")], kind="table"),
         panel(5, "InfluxDB: counter total per minute", [influxql(
-            'SELECT sum("value") FROM "minute_7d"."counts_total" WHERE "counter" = \'$counter\' '
+            f'SELECT sum("value") FROM "{MINUTE_POLICY}"."{TOTALS_MEASUREMENT}" '
+            "WHERE \"counter\" = '$counter' "
             "AND $timeFilter GROUP BY time($__interval) fill(none)")]),
         panel(6, "InfluxDB: featured keys per minute", [influxql(
-            'SELECT sum("value") FROM "minute_7d"."counts" WHERE "counter" = \'$counter\' '
+            f'SELECT sum("value") FROM "{MINUTE_POLICY}"."{MEASUREMENT}" '
+            "WHERE \"counter\" = '$counter' "
             'AND $timeFilter GROUP BY time($__interval), "key" fill(none)')]),
     ]
     counter = {"name": "counter", "type": "query", "datasource": PG, "refresh": 1,
-               "query": "SELECT DISTINCT counter FROM counts_1d ORDER BY 1",
-               "definition": "SELECT DISTINCT counter FROM counts_1d ORDER BY 1",
+               "query": f"SELECT DISTINCT counter FROM {DAYS} ORDER BY 1",
+               "definition": f"SELECT DISTINCT counter FROM {DAYS} ORDER BY 1",
                "multi": False, "includeAll": False, "current": {}}
-    key_sql = (f"SELECT key FROM counts_1h WHERE counter = '$counter' AND {HOURS_OVERLAPPING} "
+    key_sql = (f"SELECT key FROM {HOURS} WHERE counter = '$counter' AND {HOURS_OVERLAPPING} "
                "GROUP BY key ORDER BY sum(value) DESC, key LIMIT 50")
     key = {"name": "key", "type": "query", "datasource": PG, "refresh": 2, "query": key_sql,
            "definition": key_sql, "multi": True, "includeAll": False, "current": {}}

@@ -12,8 +12,7 @@ from tally.ingest.flusher.migrate import apply_migrations
 from tally.stack import services
 from tally.stack.process import free_ports
 
-COUNTS_TABLES = """SELECT string_agg(format('%I', tablename), ', ') FROM pg_tables
-                   WHERE schemaname = 'public' AND tablename LIKE 'counts\\_%'"""
+from tally.resolutions import TABLES
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +30,21 @@ def postgres_dsn() -> str:
             yield service.url
 
 
+def truncate_counts(dsn: str) -> None:
+    """Empty every counts table (one per resolution)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+
+
 @pytest.fixture
-def pg_conn(postgres_dsn) -> psycopg.Connection:
-    """An autocommit psycopg connection to postgres_dsn; counts_* tables are truncated after."""
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+def pg_dsn(postgres_dsn) -> str:
+    """postgres_dsn for one test; the counts tables are truncated after it."""
+    yield postgres_dsn
+    truncate_counts(postgres_dsn)
+
+
+@pytest.fixture
+def pg_conn(pg_dsn) -> psycopg.Connection:
+    """An autocommit psycopg connection to pg_dsn (counts tables truncated after the test)."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
         yield conn
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        tables = conn.execute(COUNTS_TABLES).fetchone()[0]
-        if tables:
-            conn.execute(f"TRUNCATE {tables}")

@@ -10,14 +10,13 @@ import requests
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import flush
-from tally.ingest.flusher.influx import RETENTION
 from tally.ingest.flusher.sinks import build_sink
 
+from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
 from tally.events import validate_batch
+from tally.resolutions import TABLE
 from tally.settings import load_settings
 from tests.reference_model import ReferenceModel
-
-RES_OF_RP = {rp: res for res, rp in RETENTION.items()}
 
 
 def make_settings(redis_url: str, postgres_dsn: str, influx_url: str, **overrides):
@@ -77,15 +76,14 @@ def expected_totals(model: ReferenceModel) -> dict:
 
 
 def stored_pg(dsn: str) -> dict:
-    """Every row of counts_1m/1h/1d as (resolution, counter, key, index) -> (value, uniques)."""
+    """Every row of the counts tables as (resolution, counter, key, index) -> (value, uniques)."""
     out = {}
     with psycopg.connect(dsn) as conn:
-        for res, table, seconds in (("m", "counts_1m", 60), ("h", "counts_1h", 3600),
-                                    ("d", "counts_1d", 86400)):
+        for r in TABLE:
             for c, k, start, v, u in conn.execute(
                     f"SELECT counter, key, extract(epoch FROM bucket)::bigint, value, uniques "
-                    f"FROM {table}"):
-                out[(res, c, k, start // seconds)] = (v, u)
+                    f"FROM {r.table}"):
+                out[(r.code, c, k, start // r.seconds)] = (v, u)
     return out
 
 
@@ -99,17 +97,27 @@ def influx_q(url: str, q: str) -> list:
 
 
 def stored_influx(url: str) -> tuple[dict, dict]:
-    """Per-key points and counter totals of the three retention policies."""
+    """Per-key points and counter totals of every resolution's retention policy."""
     per_key, totals = {}, {}
-    for rp, res in RES_OF_RP.items():
-        seconds = {"m": 60, "h": 3600, "d": 86400}[res]
-        for s in influx_q(url, f'SELECT value, uniques FROM "{rp}".counts GROUP BY *'):
+    for r in TABLE:
+        rp = r.retention_policy
+        for s in influx_q(url, f'SELECT value, uniques FROM "{rp}".{MEASUREMENT} GROUP BY *'):
             for ts, v, u in s["values"]:
-                per_key[(res, s["tags"]["counter"], s["tags"]["key"], ts // seconds)] = (v, u)
-        for s in influx_q(url, f'SELECT value FROM "{rp}".counts_total GROUP BY *'):
+                per_key[(r.code, s["tags"]["counter"], s["tags"]["key"], ts // r.seconds)] = (v, u)
+        for s in influx_q(url, f'SELECT value FROM "{rp}".{TOTALS_MEASUREMENT} GROUP BY *'):
             for ts, v in s["values"]:
-                totals[(res, s["tags"]["counter"], ts // seconds)] = v
+                totals[(r.code, s["tags"]["counter"], ts // r.seconds)] = v
     return per_key, totals
+
+
+def assert_sinks_hold(model: ReferenceModel, settings, featured) -> None:
+    """Both sinks hold exactly the model: every bucket of every key in TimescaleDB, the
+    featured keys' buckets and every counter total in InfluxDB, and nothing else."""
+    want = expected(model)
+    assert stored_pg(settings.postgres_dsn) == want
+    per_key, totals = stored_influx(settings.influx_url)
+    assert per_key == {cell: v for cell, v in want.items() if cell[2] in featured}
+    assert totals == expected_totals(model)
 
 
 def wait_until(predicate, timeout: float = 10.0) -> None:

@@ -23,6 +23,7 @@ from tally.stack import demo, services
 from werkzeug.serving import make_server
 
 from tally.settings import PROJECT_ROOT, load_settings
+from tests.fix_postgres import truncate_counts
 from tests.grafana_macros import (
     TimeRange,
     expand_influxql,
@@ -58,8 +59,7 @@ def _scrape(prometheus_server, targets: dict[str, list[str]], rules: tuple[str, 
 
 
 def _reset_stores(settings) -> None:
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE counts_1m, counts_1h, counts_1d")
+    truncate_counts(settings.postgres_dsn)
     influx_query(settings, f'DROP DATABASE "{settings.influx_db}"')
     ensure_influx(settings)
 

@@ -8,8 +8,7 @@ import time
 import pytest
 
 from tests.flusher_support import (
-    expected,
-    expected_totals,
+    assert_sinks_hold,
     flush_all,
     ingest,
     make_settings,
@@ -35,33 +34,25 @@ def _run_stream(client, settings) -> ReferenceModel:
     return model
 
 
-def _assert_sinks_equal(model, settings) -> None:
-    want = expected(model)
-    assert stored_pg(settings.postgres_dsn) == want
-    per_key, totals = stored_influx(settings.influx_url)
-    assert per_key == {cell: v for cell, v in want.items() if cell[2] in FEATURED}
-    assert totals == expected_totals(model)
-
-
 @pytest.mark.parametrize("cluster", [False, True], ids=["redis", "cluster"])
 def test_stream_with_duplicates_late_and_out_of_order_events_is_exact(
-        request, cluster, pg_conn, postgres_dsn, influx):
+        request, cluster, pg_dsn, influx):
     """Every minute/hour/day bucket and counter total matches the model; no extra rows."""
     fixture = "redis_cluster_client" if cluster else "redis_client"
     client = request.getfixturevalue(fixture)
     url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
-    settings = make_settings(url, postgres_dsn, influx, redis_cluster=cluster,
+    settings = make_settings(url, pg_dsn, influx, redis_cluster=cluster,
                              influx_keys=FEATURED, hot_keys="views=hot=3\nplays=hot=2",
                              flush_batch_size=40)
     model = _run_stream(client, settings)
-    _assert_sinks_equal(model, settings)
+    assert_sinks_hold(model, settings, FEATURED)
     assert not client.keys("*dirty*") and not client.keys("*inflight*")
 
 
-def test_late_event_corrects_minute_hour_and_day_in_both_sinks(redis_client, redis_url, pg_conn,
-                                                                postgres_dsn, influx):
+def test_late_event_corrects_minute_hour_and_day_in_both_sinks(redis_client, redis_url, pg_dsn,
+                                                                influx):
     """A late event for a flushed minute rewrites that minute, hour and day on the next flush."""
-    settings = make_settings(redis_url, postgres_dsn, influx, influx_keys=("video:1",))
+    settings = make_settings(redis_url, pg_dsn, influx, influx_keys=("video:1",))
     model, now = ReferenceModel(), time.time()
     ingest(redis_client, settings, model, [{"counter": "views", "key": "video:1",
                                             "ts": now - 7200, "user": "a"}], now)
@@ -70,18 +61,11 @@ def test_late_event_corrects_minute_hour_and_day_in_both_sinks(redis_client, red
                                             "ts": now - 7200, "value": 4, "user": "b"}], now + 5)
     flush_all(redis_client, settings)
     minute, hour, day = int(now - 7200) // 60, int(now - 7200) // 3600, int(now - 7200) // 86400
-    pg = stored_pg(postgres_dsn)
+    pg = stored_pg(pg_dsn)
     per_key, totals = stored_influx(influx)
     for res, index in (("m", minute), ("h", hour), ("d", day)):
         assert pg[(res, "views", "video:1", index)] == (5, 2)
         assert per_key[(res, "views", "video:1", index)] == (5, 2)
         assert totals[(res, "views", index)] == 5
-    _assert_sinks_equal_for(model, settings, ("video:1",))
+    assert_sinks_hold(model, settings, ("video:1",))
 
-
-def _assert_sinks_equal_for(model, settings, featured) -> None:
-    want = expected(model)
-    assert stored_pg(settings.postgres_dsn) == want
-    per_key, totals = stored_influx(settings.influx_url)
-    assert per_key == {cell: v for cell, v in want.items() if cell[2] in featured}
-    assert totals == expected_totals(model)

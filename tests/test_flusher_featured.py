@@ -8,10 +8,10 @@ from tests.flusher_support import flush_all, ingest, make_settings, stored_influ
 from tests.reference_model import ReferenceModel
 
 
-def test_top_n_keys_stay_featured_when_corrected(redis_client, redis_url, pg_conn, postgres_dsn,
+def test_top_n_keys_stay_featured_when_corrected(redis_client, redis_url, pg_dsn,
                                                  influx):
     """The top 2 keys get series; a key that fell out of the top 2 is still rewritten."""
-    settings = make_settings(redis_url, postgres_dsn, influx, influx_top_n=2,
+    settings = make_settings(redis_url, pg_dsn, influx, influx_top_n=2,
                              sinks=("influx",))
     now, model = time.time(), ReferenceModel()
     values = {"a": 10, "b": 8, "c": 1}
@@ -32,10 +32,10 @@ def test_top_n_keys_stay_featured_when_corrected(redis_client, redis_url, pg_con
     assert totals[("m", "v", minute)] == 40
 
 
-def test_ties_never_feature_more_than_n_keys(redis_client, redis_url, pg_conn, postgres_dsn,
+def test_ties_never_feature_more_than_n_keys(redis_client, redis_url, pg_dsn,
                                              influx):
     """Equal values rank by key, so exactly N keys get series (cardinality stays bounded)."""
-    settings = make_settings(redis_url, postgres_dsn, influx, influx_top_n=2, sinks=("influx",))
+    settings = make_settings(redis_url, pg_dsn, influx, influx_top_n=2, sinks=("influx",))
     now = time.time()
     ingest(redis_client, settings, ReferenceModel(),
            [{"counter": "v", "key": k, "ts": now} for k in "edcba"], now)

@@ -1,4 +1,4 @@
-"""Retention drops exactly the expired chunks: minutes after 7 d, hours after 1 y, days never."""
+"""Retention drops exactly the expired chunks: minutes after 7 d, hours after 365 d, days never."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from tally.stack import process, services
 
 from tally.errors import SinkError
 from tests.flusher_support import (
+    assert_sinks_hold,
     expected,
     expected_totals,
     ingest,
@@ -149,10 +150,7 @@ def test_sink_outage_loses_nothing_and_shows_lag(down, own_servers, redis_client
     assert _health(redis_client, down)["last_error"] == ""
     for loop in loops.values():
         loop.sink.close()
-    assert stored_pg(settings.postgres_dsn) == expected(model)
-    per_key, totals = stored_influx(settings.influx_url)
-    assert per_key == {c: v for c, v in expected(model).items() if c[2] == "video:1"}
-    assert totals == expected_totals(model)
+    assert_sinks_hold(model, settings, ("video:1",))
 
 
 def _flusher(settings, **env: str) -> subprocess.Popen:

@@ -40,10 +40,9 @@ def _flush_with_events_between_rounds(client, settings, model, late: dict, now: 
     flush_all(client, settings)  # the influx run's late events are still dirty for timescale
 
 
-def test_totals_and_top_n_follow_events_between_rounds(redis_client, redis_url, pg_conn,
-                                                       postgres_dsn, influx):
+def test_totals_and_top_n_follow_events_between_rounds(redis_client, redis_url, pg_dsn, influx):
     """A bucket summarized in round 1 and re-marked later gets its final total and top key."""
-    settings = make_settings(redis_url, postgres_dsn, influx, influx_top_n=1,
+    settings = make_settings(redis_url, pg_dsn, influx, influx_top_n=1,
                              flush_batch_size=4)  # 4 shards: 1 mark per shard and round
     now, model = time.time(), ReferenceModel()
     ingest(redis_client, settings, model, [{"counter": "v", "key": k, "ts": now, "value": i + 1}
@@ -53,7 +52,7 @@ def test_totals_and_top_n_follow_events_between_rounds(redis_client, redis_url, 
             "influx": [{"counter": "v", "key": "y", "ts": now, "value": 120},
                        {"counter": "v", "key": "b", "ts": now, "value": 1}]}
     _flush_with_events_between_rounds(redis_client, settings, model, late, now)
-    assert stored_pg(postgres_dsn) == expected(model)
+    assert stored_pg(pg_dsn) == expected(model)
     per_key, totals = stored_influx(influx)
     # z led when the influx run summarized the minute; y passed it during the run.
     assert {k for (r, _, k, _) in per_key if r == "m"} == {"y", "z"}

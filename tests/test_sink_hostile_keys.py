@@ -41,17 +41,17 @@ def test_influxql_string_literal():
     assert lineprotocol.influxql_string("it's a\\b") == "'it\\'s a\\\\b'"
 
 
-def test_hostile_keys_round_trip_in_both_sinks(redis_client, redis_url, pg_conn, postgres_dsn,
+def test_hostile_keys_round_trip_in_both_sinks(redis_client, redis_url, pg_dsn,
                                                influx):
     """Keys come back byte for byte; unrepresentable ones still reach TimescaleDB and totals."""
     keys = HOSTILE + UNREPRESENTABLE
-    settings = make_settings(redis_url, postgres_dsn, influx, influx_keys=tuple(keys))
+    settings = make_settings(redis_url, pg_dsn, influx, influx_keys=tuple(keys))
     now, model = time.time(), ReferenceModel()
     raws = [{"counter": "views", "key": k, "ts": now, "value": i + 1} for i, k in enumerate(keys)]
     ingest(redis_client, settings, model, raws, now)
     flush_all(redis_client, settings)
     minute = int(now) // 60
-    pg = stored_pg(postgres_dsn)
+    pg = stored_pg(pg_dsn)
     assert {k: pg[("m", "views", k, minute)][0] for k in keys} == {k: i + 1 for i, k in
                                                                    enumerate(keys)}
     for i, key in enumerate(HOSTILE):

@@ -22,4 +22,4 @@ def test_retention_policies_exist_and_setup_is_idempotent(influx):
     series = influx_query(settings, 'SHOW RETENTION POLICIES ON "tally"')[0]["series"][0]
     policies = {row[0]: (row[1], row[-1]) for row in series["values"]}
     assert policies == {"autogen": ("0s", False), "minute_7d": ("168h0m0s", True),
-                        "hour_1y": ("8736h0m0s", False), "day_inf": ("0s", False)}
+                        "hour_1y": ("8760h0m0s", False), "day_inf": ("0s", False)}

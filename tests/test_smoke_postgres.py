@@ -55,5 +55,5 @@ def test_tally_migrate_command_sets_up_both_sinks(postgres_dsn, influx, capsys):
                          timeout=10).json()["results"][0]["series"][0]["values"]
     policies = {row[0]: (row[1], row[4]) for row in shown}  # name: (duration, default)
     assert {name: policies[name] for name in ("minute_7d", "hour_1y", "day_inf")} == {
-        "minute_7d": ("168h0m0s", True), "hour_1y": ("8736h0m0s", False),
+        "minute_7d": ("168h0m0s", True), "hour_1y": ("8760h0m0s", False),
         "day_inf": ("0s", False)}

@@ -24,16 +24,17 @@ from tally.ingest.api.problems import bad_request
 from tally.ingest.counting import reads
 
 from tally.events import parse_timestamp
-from tally.keys import DAY, HOUR, MINUTE
+from tally.resolutions import BY_CODE, BY_STEP, DAY, HOUR, TABLE, Resolution
 from tally.settings import Settings
 
 # At most a week of minutes per request, counted as users count it: from `to - from`,
 # so an unaligned week (which touches 10,081 buckets) is one request too.
 MAX_STEPS = 10_080
 RETRY_AFTER_FAILURE = 10.0  # seconds without database attempts after one fails
-# step -> (Redis resolution, seconds per bucket, TimescaleDB table, default span)
-STEPS = {"1m": ("m", MINUTE, "counts_1m", HOUR), "1h": ("h", HOUR, "counts_1h", DAY),
-         "1d": ("d", DAY, "counts_1d", 30 * DAY)}
+# Range answered when `from` is missing, per resolution: an hour of minutes,
+# a day of hours, 30 days of days.
+DEFAULT_SPAN = {"m": HOUR, "h": DAY, "d": 30 * DAY}
+STEPS = tuple(r.step for r in TABLE)  # "1m", "1h", "1d"
 MAX_EPOCH = 253_402_214_400  # 9999-12-31T00:00:00Z: every bucket of a range ends by year 9999
 log = logging.getLogger("tally.ingest")
 
@@ -49,14 +50,14 @@ class Query:
     last: int
 
     @property
-    def resolution(self) -> str:
-        """Redis bucket kind: m, h or d."""
-        return STEPS[self.step][0]
+    def resolution(self) -> Resolution:
+        """The step's row of the resolution table (Redis code, bucket length, table)."""
+        return BY_STEP[self.step]
 
     @property
     def seconds(self) -> int:
         """Length of one bucket."""
-        return STEPS[self.step][1]
+        return self.resolution.seconds
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,8 @@ def query_from_args(counter: str, key: str, now: float) -> Query:
     `to - from` may span at most MAX_STEPS steps, so the answer holds at most
     MAX_STEPS + 1 points (when from and to fall inside buckets).
     """
-    step = params.choice_arg("step", "1m", tuple(STEPS))
-    seconds, span = STEPS[step][1], STEPS[step][3]
+    step = params.choice_arg("step", BY_CODE["m"].step, STEPS)
+    seconds, span = BY_STEP[step].seconds, DEFAULT_SPAN[BY_STEP[step].code]
     end = _time_arg("to", now)
     start = _time_arg("from", max(0.0, end - span))
     if start >= end:
@@ -127,7 +128,7 @@ class History:
         statement = sql.SQL(
             "SELECT extract(epoch FROM bucket)::bigint, value FROM {} WHERE counter = %s "
             "AND key = %s AND bucket >= to_timestamp(%s) AND bucket < to_timestamp(%s)"
-        ).format(sql.Identifier(STEPS[query.step][2]))
+        ).format(sql.Identifier(query.resolution.table))
         bounds = (query.first * query.seconds, (query.last + 1) * query.seconds)
         with psycopg.connect(self.dsn, connect_timeout=2, autocommit=True,
                              options="-c statement_timeout=5000") as conn:
@@ -143,8 +144,8 @@ def merge(live: dict[int, int], stored: dict[int, int]) -> dict[int, int]:
 def read(client, config, history: History, query: Query) -> Found:
     """The merged series for a query."""
     indexes = range(query.first, query.last + 1)
-    live = reads.bucket_values(client, config, query.counter, query.key, query.resolution,
-                               indexes)
+    live = reads.bucket_values(client, config, query.counter, query.key,
+                               query.resolution.code, indexes)
     status, stored = history.fetch(query)
     merged = merge(live, stored)
     return Found(status, [(index * query.seconds, merged[index]) for index in indexes])

@@ -1,8 +1,9 @@
 """InfluxDB sink over the v1 HTTP API (/write), which 1.x serves and 2.x/3.x keep for compatibility.
 
 Per-key points go to measurement `counts` (tags counter, key; fields value,
-uniques); counter totals to `counts_total` (tag counter; field value). Each
-resolution goes to its retention policy. A point with the same series and
+uniques); counter totals to `counts_total` (tag counter; field value); the
+names are tally/backends.py's. Each resolution goes to its retention policy
+(tally/resolutions.py). A point with the same series and
 timestamp replaces the stored one, so writing absolute values is idempotent.
 """
 
@@ -20,9 +21,11 @@ from tally.ingest.flusher import lineprotocol
 from tally.ingest.flusher.influx_setup import auth_options
 from tally.ingest.flusher.sink import BucketRow
 
+from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
 from tally.errors import SinkError
+from tally.resolutions import TABLE
 
-RETENTION = {"m": "minute_7d", "h": "hour_1y", "d": "day_inf"}
+RETENTION = {r.code: r.retention_policy for r in TABLE}  # resolution code -> retention policy
 # Measured with bench/bench_flush.py on 2 cores: two writers ~1.5x one; gzip
 # costs more CPU than it saves on a local link; 5k-20k points per POST alike.
 CHUNK = 10_000  # points per request
@@ -39,11 +42,11 @@ def point(row: BucketRow) -> str | None:
     """Line protocol of one row; None for a key InfluxDB 1.x cannot store unchanged."""
     counter = _counter_tag(row.counter)
     if row.key is None:
-        return f"counts_total,counter={counter} value={row.value}i {row.start}"
+        return f"{TOTALS_MEASUREMENT},counter={counter} value={row.value}i {row.start}"
     if not lineprotocol.representable(row.key):
         return None
     uniques = "" if row.uniques is None else f",uniques={row.uniques}i"
-    return (f"counts,counter={counter},key={lineprotocol.escape(row.key)} "
+    return (f"{MEASUREMENT},counter={counter},key={lineprotocol.escape(row.key)} "
             f"value={row.value}i{uniques} {row.start}")
 
 

@@ -9,14 +9,8 @@ from __future__ import annotations
 import requests
 
 from tally.errors import ServiceError
+from tally.resolutions import TABLE
 from tally.settings import Settings
-
-# name -> (InfluxQL duration, the same as SHOW RETENTION POLICIES prints it, default?)
-RETENTION_POLICIES = {
-    "minute_7d": ("7d", "168h0m0s", True),
-    "hour_1y": ("52w", "8736h0m0s", False),
-    "day_inf": ("INF", "0s", False),
-}
 
 
 def auth_options(settings: Settings) -> dict:
@@ -52,14 +46,21 @@ def _existing(settings: Settings, db: str) -> dict[str, tuple[str, bool]]:
 
 
 def ensure_influx(settings: Settings) -> None:
-    """Ensure the database and retention policies minute_7d (default), hour_1y, day_inf exist."""
+    """Ensure the database and one retention policy per resolution, as resolutions.py says.
+
+    A policy that exists with another duration or default flag (an older
+    Tally's `hour_1y` of 52 weeks, say) is altered to match; InfluxDB then
+    expires by the new duration at its next retention check.
+    """
     db = settings.influx_db
     influx_query(settings, f'CREATE DATABASE "{db}"')
     existing = _existing(settings, db)
-    for name, (duration, shown, default) in RETENTION_POLICIES.items():
-        if existing.get(name) == (shown, default):
+    for r in TABLE:
+        name = r.retention_policy
+        if existing.get(name) == (r.influx_duration_shown, r.default_policy):
             continue
         verb = "ALTER" if name in existing else "CREATE"
-        spec = f"DURATION {duration} REPLICATION 1" + (" DEFAULT" if default else "")
+        spec = f"DURATION {r.influx_duration} REPLICATION 1" + (
+            " DEFAULT" if r.default_policy else "")
         influx_query(settings, f'{verb} RETENTION POLICY "{name}" ON "{db}" {spec}')
 

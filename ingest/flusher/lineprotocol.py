@@ -36,18 +36,6 @@ def escape(value: str) -> str:
     return value.translate(ESCAPES)
 
 
-def measurement(name: str) -> str:
-    """Escape a measurement name (commas and spaces)."""
-    return re.sub(r"([, ])", r"\\\1", name)
-
-
-def line(name: str, tags: dict[str, str], fields: dict[str, int], ts: int) -> str:
-    """One point with integer fields and a timestamp in seconds."""
-    tag_text = "".join(f",{tag_value(k)}={tag_value(v)}" for k, v in tags.items())
-    field_text = ",".join(f"{tag_value(k)}={int(v)}i" for k, v in fields.items())
-    return f"{measurement(name)}{tag_text} {field_text} {ts}"
-
-
 def influxql_string(value: str) -> str:
     """Quote a string literal for InfluxQL (WHERE key = '...')."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

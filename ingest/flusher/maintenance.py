@@ -1,4 +1,4 @@
-"""Retention for TimescaleDB: counts_1m 7 days, counts_1h 1 year, counts_1d forever.
+"""Retention for TimescaleDB: each counts table keeps its resolution's keep_days (resolutions.py).
 
 Where the server's TimescaleDB license offers background jobs, the migration
 registered add_retention_policy and the server expires chunks itself. On the
@@ -14,8 +14,7 @@ from tally.ingest.flusher.deadline import SocketDeadline
 from tally.ingest.flusher.timescale import connect, statement_timeout_sql
 
 from tally.errors import SinkError
-
-TABLES = ("counts_1m", "counts_1h", "counts_1d")
+from tally.resolutions import TABLES
 
 
 def license_name(conn: psycopg.Connection) -> str:

@@ -1,4 +1,4 @@
-"""TimescaleDB sink: absolute upserts into counts_1m/1h/1d where a smaller value never wins.
+"""TimescaleDB sink: absolute upserts into the counts tables where a smaller value never wins.
 
 Rows go through COPY into a session-temporary staging table, then one
 INSERT … SELECT … ON CONFLICT per resolution, all in one transaction. The
@@ -19,18 +19,19 @@ import psycopg
 from tally.ingest.flusher.deadline import SocketDeadline
 from tally.ingest.flusher.sink import BucketRow
 
+from tally.backends import COLUMNS, PRIMARY_KEY
 from tally.errors import SinkError
-from tally.keys import RESOLUTIONS
+from tally.resolutions import RESOLUTIONS, TABLE
 
-TABLES = {"m": "counts_1m", "h": "counts_1h", "d": "counts_1d"}
+TABLES = {r.code: r.table for r in TABLE}  # resolution code -> counts table
 # Bucket starts are staged as epoch seconds (to_timestamp on the way out): COPY
 # text is then built with plain string formatting, no datetime per row.
 STAGE = """CREATE TEMP TABLE IF NOT EXISTS tally_stage (
     resolution char(1), start bigint, counter text, key text, value bigint, uniques bigint
 ) ON COMMIT DELETE ROWS"""
-UPSERT = """INSERT INTO {table} AS t (bucket, counter, key, value, uniques)
-{source}
-ON CONFLICT (counter, key, bucket) DO UPDATE
+UPSERT = f"""INSERT INTO {{table}} AS t ({", ".join(COLUMNS)})
+{{source}}
+ON CONFLICT ({", ".join(PRIMARY_KEY)}) DO UPDATE
 SET value = GREATEST(t.value, EXCLUDED.value), uniques = GREATEST(t.uniques, EXCLUDED.uniques)
 WHERE EXCLUDED.value > t.value OR EXCLUDED.uniques > coalesce(t.uniques, -1)"""
 # The WHERE skips rewrites that change nothing: no dead tuple, no index churn.
