@@ -11,10 +11,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from tally.exporter.collector import TallyCollector
 from tally.ingest.counting.config import CountingConfig
 
+from tally import logs
 from tally.errors import ServiceError
 from tally.redis_connect import connect, disconnect
 from tally.settings import Settings
 
+log = logging.getLogger("tally.exporter")
 # A scrape must finish well inside Prometheus' default 10 s scrape timeout.
 REDIS_TIMEOUT = 2.0
 
@@ -37,14 +39,14 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer
 
 def main(args, settings: Settings) -> int:
     """Run the exporter in the foreground until interrupted."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.setup()
     try:
         client = connect(settings, REDIS_TIMEOUT)
     except redis.RedisError as exc:  # a cluster client connects at construction
         raise ServiceError(f"exporter cannot reach Redis at {settings.redis_url}: {exc}") from None
     server, thread = serve(build_registry(client, settings), settings.exporter_host,
                            settings.exporter_port)
-    logging.info("exporter serving http://%s:%d/metrics", *server.server_address[:2])
+    log.info("exporter serving http://%s:%d/metrics", *server.server_address[:2])
     try:
         thread.join()
     finally:

@@ -12,7 +12,6 @@ over all of them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,45 +20,25 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from tally import logs
 from tally.errors import ConfigError
 from tally.settings import Settings
 
 MAX_DEFAULT_WORKERS = 8
-ACCESS_LOGGER = "tally.ingest.access"
 # Open files a worker needs besides client connections: Redis sockets, logs, metric files.
 FILES_BESIDES_CONNECTIONS = 256
 
 
-class JsonLines(logging.Formatter):
-    """Every log record as one JSON line; access lines are JSON already."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render a record as a JSON object on one line."""
-        if record.name == ACCESS_LOGGER:
-            return record.getMessage()
-        line = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line)
-
-
 def logging_config() -> dict:
-    """One JSON-lines handler on stderr for the app's loggers and gunicorn's own.
+    """Tally's JSON lines (tally.logs) for the app's loggers and gunicorn's own.
 
     gunicorn applies this in the master before forking, so workers inherit it;
-    its access log stays off (the app writes one JSON line per request).
+    gunicorn's access log stays off (the app writes one line per request,
+    tally.ingest.api.access).
     """
-    stderr = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-              "formatter": "json"}
-    return {"version": 1, "disable_existing_loggers": False,
-            "formatters": {"json": {"()": JsonLines}},
-            "handlers": {"stderr": stderr},
-            "root": {"level": "INFO", "handlers": ["stderr"]},
-            "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"],
-                                           "propagate": False},
-                        "gunicorn.access": {"level": "INFO", "handlers": [],
-                                            "propagate": False}}}
+    return logs.config(loggers={
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False}})
 
 
 def default_workers() -> int:
@@ -140,6 +119,7 @@ def serve(settings: Settings, workers: int, load_app: Callable[[], object]) -> N
     `load_app` runs in each worker after the fork; the benchmark passes a bare
     app here so it is measured under exactly the server `tally serve` runs.
     """
+    logs.setup()  # gunicorn applies logging_config() once it starts; this covers the time before
     raise_open_file_limit(settings)
     metrics_dir = tempfile.mkdtemp(prefix=f"tally-ingest-metrics-{int(time.time())}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

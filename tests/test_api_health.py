@@ -9,6 +9,7 @@ from tally.ingest.api import close_app
 from tally.ingest.api.openapi import document
 from tally.stack.process import free_ports
 
+from tally.logs import JsonLines
 from tests.test_api_support import R, W, make_app
 
 
@@ -67,7 +68,7 @@ def test_one_json_access_line_per_request(api, caplog):
     with caplog.at_level(logging.INFO, "tally.ingest.access"):
         api.post("/v1/events", json={"counter": "v", "key": "k"}, headers=W)
         api.get("/v1/counters/v?key=k")
-    lines = [json.loads(r.getMessage()) for r in caplog.records
+    lines = [json.loads(JsonLines().format(r)) for r in caplog.records
              if r.name == "tally.ingest.access"]
     assert [(x["method"], x["path"], x["route"], x["status"]) for x in lines] == [
         ("POST", "/v1/events", "/v1/events", 200),

@@ -6,16 +6,13 @@ sink connection, lock, lease and health hash, so a sink that hangs or fails
 in its own dirty sets. Every sink call is bounded by TALLY_SINK_*_TIMEOUT, so
 a hung sink's thread fails its run and retries rather than waiting forever.
 SIGTERM and SIGINT stop every thread after its current step. Logs are JSON
-lines on stderr.
+lines on stderr (tally.logs).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 
@@ -24,6 +21,7 @@ from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import flush, lock, maintenance, metrics
 from tally.ingest.flusher.sinks import build_sink
 
+from tally import logs
 from tally.errors import SinkError
 from tally.redis_connect import connect, disconnect
 
@@ -31,29 +29,9 @@ MAX_BACKOFF = 60.0
 log = logging.getLogger("tally.ingest.flusher")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log line: time, level, logger, message and extra fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data = {"ts": round(record.created, 3), "level": record.levelname,
-                "logger": record.name, "thread": record.threadName, "msg": record.getMessage()}
-        data.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False)
-
-
-def setup_logging() -> None:
-    """Send JSON log lines to stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-
-
-def checkpoint_from_env(environ=os.environ):
-    """Test hook: pause TALLY_FLUSH_PAUSE_SECONDS at points named in TALLY_FLUSH_PAUSE_AT."""
-    points = {p.strip() for p in environ.get("TALLY_FLUSH_PAUSE_AT", "").split(",") if p.strip()}
-    seconds = float(environ.get("TALLY_FLUSH_PAUSE_SECONDS", "1"))
+def checkpoint_from_settings(settings):
+    """Test hook: pause settings.flush_pause_seconds at the points in settings.flush_pause_at."""
+    points, seconds = set(settings.flush_pause_at), settings.flush_pause_seconds
 
     def checkpoint(point: str) -> None:
         if point in points or "*" in points:
@@ -153,11 +131,11 @@ class SinkWorker:
 
 def main(args, settings) -> int:
     """Entry point of `tally flush`."""
-    setup_logging()
+    logs.setup()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    checkpoint = checkpoint_from_env()
+    checkpoint = checkpoint_from_settings(settings)
     workers = [SinkWorker(name, settings, checkpoint, stop, args.once) for name in settings.sinks]
     for worker in workers:
         worker.thread.start()
