@@ -51,7 +51,6 @@ def server(redis_url, tmp_path_factory):
         yield base, int(base.rsplit(":", 1)[1]), tmp
 
 
-@pytest.mark.slow
 def test_500_slow_connections_leave_normal_requests_fast(server, redis_client):
     base, port, _ = server
     with Siege("127.0.0.1", port, SIEGE, headers=W) as siege:

@@ -108,12 +108,21 @@ def outside(venv, tmp_path) -> dict:
     return {"cwd": tmp_path, "env": env}
 
 
+def installed_names(pattern: str) -> set[str]:
+    """Where the tree's files matching `pattern` land in the wheel, by pyproject's package-dir."""
+    project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())
+    folders = {folder: package.replace(".", "/") for package, folder
+               in project["tool"]["setuptools"]["package-dir"].items()}
+    return {f"{folders[folder]}/{path.relative_to(CHECKOUT / folder)}"
+            for folder in folders for path in (CHECKOUT / folder).rglob(pattern)}
+
+
 def test_the_wheel_holds_one_package_with_its_scripts_and_migrations(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {name.split("/")[0] for name in names} == {"tally", "tally-0.1.0.dist-info"}
-    lua = {f"tally/{p.relative_to(CHECKOUT)}" for p in CHECKOUT.glob("ingest/*/lua/*.lua")}
-    sql_files = {f"tally/{p.relative_to(CHECKOUT)}" for p in CHECKOUT.glob("timescale/*.sql")}
-    assert lua and sql_files
+    lua, sql_files = installed_names("*.lua"), installed_names("*.sql")
+    assert "tally/ingest/counting/lua/apply.lua" in lua
+    assert "tally/timescale/0001_counts.sql" in sql_files
     assert lua <= names and sql_files <= names
 
 
