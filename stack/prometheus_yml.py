@@ -1,44 +1,71 @@
-"""Render prometheus/prometheus.yml for the local stack's ports and folders.
+"""The Prometheus configurations of the local stack and of docker-compose.
 
-The file names Tally's default loopback ports; `tally up` swaps in the
-configured ones and makes rule file paths absolute, because the rendered copy
-lives in the data folder while the rules stay in prometheus/.
+Every Prometheus configuration Tally uses comes from one function,
+tally.stack.services.prometheus_config (scrape jobs and rule files in, the
+config out): the test fixtures call it with their own targets, and this
+module with Tally's two jobs. `tally up` writes its copy into the data folder
+at each start (loopback, the configured ports, the rule path made absolute
+because the copy does not sit beside prometheus/rules/). Compose mounts a
+static file, so prometheus/prometheus.compose.yml and prometheus.yml (the
+local stack at the default settings) are committed output:
+`python -m tally.stack.prometheus_yml` rewrites them, and
+tests/test_smoke_prometheus.py fails when they differ from what it would write.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+
+from tally.stack import services
 
 from tally.settings import PROJECT_ROOT, Settings
 
-SOURCE = PROJECT_ROOT / "prometheus" / "prometheus.yml"
+PROMETHEUS_DIR = PROJECT_ROOT / "prometheus"
+RULES = "rules/*.yml"  # Prometheus resolves it from the config file's folder
+# The alert rules' `for:` durations and their promtool tests assume this interval.
+SCRAPE_INTERVAL = "15s"
+HEADER = ("# Written by `python -m tally.stack.prometheus_yml` (JSON, which is YAML too);\n"
+          "# change that module and rerun it rather than editing this file.\n")
+# Committed file -> the hosts its exporter and ingest targets are reached by.
+COMMITTED = {"prometheus.yml": ("127.0.0.1", "127.0.0.1"),
+             "prometheus.compose.yml": ("tally-exporter", "tally-ingest")}
 
 
-def port_map(settings: Settings) -> dict[int, int]:
-    """Map each default port named in prometheus.yml to the configured one."""
-    return {9841: settings.exporter_port, 9090: settings.prometheus_port,
-            8080: settings.ingest_port}
+def tally_jobs(settings: Settings, exporter_host: str, ingest_host: str) -> dict[str, list[str]]:
+    """Tally's scrape jobs, by the job names the alert rules select on."""
+    return {"tally-exporter": [f"{exporter_host}:{settings.exporter_port}"],
+            "tally-ingest": [f"{ingest_host}:{settings.ingest_port}"]}
 
 
-def render(text: str, ports: dict[int, int], base: Path) -> str:
-    """Swap 127.0.0.1/localhost ports and make `- path` items under rule_files absolute."""
-    text = re.sub(r"\b(127\.0\.0\.1|localhost):(\d+)\b",
-                  lambda m: f"{m.group(1)}:{ports.get(int(m.group(2)), m.group(2))}", text)
-    lines, in_rules = [], False
-    for line in text.splitlines():
-        if re.match(r"\S", line):
-            in_rules = line.startswith("rule_files:")
-        item = re.match(r"(\s*-\s*)([\"']?)([^\"'\s/][^\"'\s]*)([\"']?)\s*$", line)
-        if in_rules and item:
-            line = f"{item.group(1)}{item.group(2)}{base / item.group(3)}{item.group(4)}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+def render(settings: Settings, hosts: tuple[str, str], rules: str) -> str:
+    """The config text scraping Tally's processes on `hosts` and loading `rules`."""
+    jobs = tally_jobs(settings, *hosts)
+    return HEADER + services.prometheus_config(jobs, SCRAPE_INTERVAL, (rules,)) + "\n"
+
+
+def stack_config(settings: Settings) -> str:
+    """The local stack's config: loopback, the configured ports, the rules by absolute path."""
+    return render(settings, ("127.0.0.1", "127.0.0.1"), str(PROMETHEUS_DIR / RULES))
+
+
+def committed_config(name: str) -> str:
+    """What prometheus/<name> must contain: Tally's default ports, the rules by relative path."""
+    return render(Settings(), COMMITTED[name], RULES)
 
 
 def write_config(settings: Settings) -> Path:
-    """Write the rendered config into the data folder and return its path."""
+    """Write the local stack's config into the data folder and return its path."""
     target = settings.data_dir / "prometheus.yml"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render(SOURCE.read_text(), port_map(settings), SOURCE.parent))
+    target.write_text(stack_config(settings))
     return target
+
+
+def main() -> None:
+    """Rewrite the committed configs under prometheus/."""
+    for name in COMMITTED:
+        (PROMETHEUS_DIR / name).write_text(committed_config(name))
+
+
+if __name__ == "__main__":
+    main()

@@ -66,11 +66,16 @@ def running(service: Service, log_path: Path, timeout: float = 60.0) -> Iterator
 
 def prometheus_config(scrape: dict[str, list[str]], interval: str = "1s",
                       rule_files: tuple[str, ...] = ()) -> str:
-    """Return a Prometheus config scraping {job: [host:port, ...]} (JSON, which is YAML too)."""
+    """Return a Prometheus config scraping {job: [host:port, ...]} (JSON, which is YAML too).
+
+    The one producer of Prometheus configuration: the test fixtures call it
+    directly, the local stack and compose through tally.stack.prometheus_yml.
+    JSON needs no YAML library at run time.
+    """
     jobs = [{"job_name": job, "static_configs": [{"targets": targets}]}
             for job, targets in scrape.items()]
     return json.dumps({"global": {"scrape_interval": interval, "evaluation_interval": interval},
-                       "rule_files": list(rule_files), "scrape_configs": jobs}, indent=1)
+                       "rule_files": list(rule_files), "scrape_configs": jobs}, indent=2)
 
 
 def http_ok(url: str, status: int = 200) -> Callable[[], bool]:

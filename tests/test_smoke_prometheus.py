@@ -1,11 +1,15 @@
-"""Smoke test: Prometheus scrapes a tiny HTTP target and answers PromQL."""
+"""Smoke test: Prometheus scrapes a tiny HTTP target and answers PromQL; configs pass promtool."""
 
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from tally.stack import prometheus_yml, services
+
+from tally.settings import load_settings
 
 
 class MetricHandler(BaseHTTPRequestHandler):
@@ -50,3 +54,26 @@ def test_prometheus_scrapes_a_target(prometheus_scrape, metric_target):
     url = prometheus_scrape([metric_target], job="smoke")
     result = instant_query(url, 'tally_smoke_value{job="smoke"}')
     assert [sample["value"][1] for sample in result] == ["42"]
+
+
+@pytest.mark.parametrize("name", sorted(prometheus_yml.COMMITTED))
+def test_committed_config_is_what_the_generator_writes(name):
+    """prometheus/<name> is output: rerun `python -m tally.stack.prometheus_yml` after a change."""
+    committed = (prometheus_yml.PROMETHEUS_DIR / name).read_text()
+    assert committed == prometheus_yml.committed_config(name)
+
+
+@pytest.mark.parametrize("config", [
+    prometheus_yml.stack_config(load_settings({}, exporter_port=19841, ingest_port=18080)),
+    services.prometheus_config({"smoke": ["127.0.0.1:1"]}, "1s", (prometheus_yml.RULES,)),
+], ids=["local-stack", "test-fixture"])
+def test_promtool_accepts_the_generated_config(tmp_path, config):
+    """The local stack's and the fixtures' configs load, with every rule file (relative or not)."""
+    path = tmp_path / "prometheus.yml"
+    (tmp_path / "rules").symlink_to(prometheus_yml.PROMETHEUS_DIR / "rules")
+    path.write_text(config)
+    done = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    rule_files = len(list((prometheus_yml.PROMETHEUS_DIR / "rules").glob("*.yml")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {rule_files} rule files found" in done.stdout

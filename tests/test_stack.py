@@ -15,11 +15,12 @@ import psycopg
 import pytest
 import redis
 import requests
+import yaml
 from tally.stack import process
-from tally.stack.prometheus_yml import render
+from tally.stack.prometheus_yml import stack_config
 from tally.stack.runner import STACK, running_pid
 
-from tally.settings import load_settings
+from tally.settings import PROJECT_ROOT, load_settings
 
 
 def tally(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -91,10 +92,12 @@ def test_up_refuses_a_port_taken_by_another_program(stack_env):
 
 
 def test_prometheus_config_gets_configured_ports_and_absolute_rule_paths():
-    text = 'rule_files:\n  - "rules/*.yml"\nscrape_configs:\n  - targets: ["127.0.0.1:9841"]\n'
-    rendered = render(text, {9841: 19841}, Path("/repo/prometheus"))
-    assert rendered == ('rule_files:\n  - "/repo/prometheus/rules/*.yml"\nscrape_configs:\n'
-                        '  - targets: ["127.0.0.1:19841"]\n')
+    config = yaml.safe_load(stack_config(load_settings({}, exporter_port=19841,
+                                                       ingest_port=18080)))
+    assert config["rule_files"] == [str(PROJECT_ROOT / "prometheus" / "rules" / "*.yml")]
+    assert [(job["job_name"], job["static_configs"]) for job in config["scrape_configs"]] == [
+        ("tally-exporter", [{"targets": ["127.0.0.1:19841"]}]),
+        ("tally-ingest", [{"targets": ["127.0.0.1:18080"]}])]
 
 
 def wait_for(probe, timeout: float = 30.0):
