@@ -40,6 +40,16 @@ def test_tally_services_build_from_the_repo(name):
     assert SERVICES[name]["command"][0] in ("tally", "sh")
 
 
+def test_the_image_installs_the_wheel_not_a_checkout():
+    """The last Dockerfile stage pip-installs the wheel an earlier stage built, nothing editable."""
+    stages = re.split(r"^FROM ", (PROJECT_ROOT / "Dockerfile").read_text(), flags=re.M)[1:]
+    builder, image = stages[0], stages[-1]
+    assert re.search(r"^RUN pip wheel .*--no-deps -w /wheels \.$", builder, re.M)
+    assert "COPY --from=wheel /wheels /wheels" in image
+    assert re.search(r"pip install .*/wheels/tally-\*\.whl", image)
+    assert " -e " not in image and not re.search(r"^COPY (?!--from)", image, re.M)
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED - {"tally-migrate"}))
 def test_long_running_services_have_healthchecks(name):
     assert SERVICES[name]["healthcheck"]["test"][0] == "CMD"
