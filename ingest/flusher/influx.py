@@ -34,20 +34,21 @@ log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1024)
-def _counter_tag(counter: str) -> str:
-    return lineprotocol.tag_value(counter)
+def _series(counter: str) -> tuple[str, str]:
+    """Line starts of a counter's per-key points and of its total (names from backends.py)."""
+    tag = lineprotocol.tag_value(counter)
+    return f"{MEASUREMENT},counter={tag},key=", f"{TOTALS_MEASUREMENT},counter={tag} value="
 
 
 def point(row: BucketRow) -> str | None:
     """Line protocol of one row; None for a key InfluxDB 1.x cannot store unchanged."""
-    counter = _counter_tag(row.counter)
+    per_key, total = _series(row.counter)
     if row.key is None:
-        return f"{TOTALS_MEASUREMENT},counter={counter} value={row.value}i {row.start}"
+        return f"{total}{row.value}i {row.start}"
     if not lineprotocol.representable(row.key):
         return None
     uniques = "" if row.uniques is None else f",uniques={row.uniques}i"
-    return (f"{MEASUREMENT},counter={counter},key={lineprotocol.escape(row.key)} "
-            f"value={row.value}i{uniques} {row.start}")
+    return f"{per_key}{lineprotocol.escape(row.key)} value={row.value}i{uniques} {row.start}"
 
 
 class InfluxSink:
