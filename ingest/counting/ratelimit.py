@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from tally.ingest.counting.scripts import call
 
-from tally.keys import rate_limit_key
+from tally.keys import rate_limit_key, rate_limit_seq_key
 
 
 class Decision(NamedTuple):
@@ -20,6 +20,6 @@ class Decision(NamedTuple):
 def hit(client, limit: str, subject: str, max_requests: int, window_seconds: float) -> Decision:
     """Record one request of `subject` against `limit` if it fits in the window."""
     window_ms = max(1, round(window_seconds * 1000))
-    allowed, remaining, reset_us = call(client, "ratelimit", rate_limit_key(limit, subject),
-                                        [max_requests, window_ms])
+    names = [rate_limit_key(limit, subject), rate_limit_seq_key(limit, subject)]
+    allowed, remaining, reset_us = call(client, "ratelimit", names, [max_requests, window_ms])
     return Decision(bool(allowed), int(remaining), int(reset_us) / 1_000_000)

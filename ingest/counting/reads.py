@@ -116,14 +116,3 @@ def _hot_score(client, config: CountingConfig, counter: str, key: str, day: int 
         pipe.zscore(shard.top(day), key)
     return sum(int(v or 0) for v in pipe.execute())
 
-
-def rank(client, config: CountingConfig, counter: str, key: str,
-         day: int | None = None) -> tuple[int, int] | None:
-    """(1-based rank, count) of a key; keys with equal counts share a rank (1, 2, 2, 4)."""
-    score = _hot_score(client, config, counter, key, day)
-    if score == 0:
-        return None
-    pipe = client.pipeline(transaction=False)
-    for shard in range(config.shards):
-        pipe.zcount(keys.shard_keys(counter, shard).top(day), f"({score}", "+inf")
-    return 1 + sum(pipe.execute()), score

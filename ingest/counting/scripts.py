@@ -1,6 +1,8 @@
-"""Server-side scripts: loaded once, called by SHA, reloaded on NOSCRIPT, never sent twice.
+"""Counting scripts called by SHA through `delivery`, so a call is never sent twice.
 
-Calls go out through `delivery`, so a call that may have reached Redis is
+Text and SHA come from `loader` (its NOSCRIPT policy: a call that met
+NOSCRIPT did not run, so it is resent once after SCRIPT LOAD). Calls go
+out through `delivery`, so a call that may have reached Redis is
 never resent: each outcome is a reply, or a refusal the callers turn into
 one of Tally's errors with `error_of`: not applied (safe to retry), the
 script's own refusal, or outcome unknown.
@@ -11,9 +13,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
-from hashlib import sha1
-from pathlib import Path
 
 from redis.exceptions import (
     AskError,
@@ -29,7 +28,7 @@ from redis.exceptions import (
     RedisError,
     TryAgainError,
 )
-from tally.ingest.counting import delivery
+from tally.ingest.counting import delivery, loader
 from tally.ingest.counting.delivery import Lost, NotSent, failed
 
 from tally.errors import (
@@ -40,7 +39,6 @@ from tally.errors import (
     TallyError,
 )
 
-LUA_DIR = Path(__file__).with_name("lua")
 STATE = "TALLY_STATE"  # prefix of a script's refusal: a key holds data of another kind
 # Redis appends where a script raised its error; the sentence is ours.
 _WHERE = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.$")
@@ -59,18 +57,6 @@ _NOT_RUN = (
 )
 _BUSY = "BUSY"
 _CLUSTER_WORDS = ("non local key", "cluster is down", "not hash to the same slot")
-
-
-@cache
-def source(name: str) -> str:
-    """Text of lua/<name>.lua."""
-    return (LUA_DIR / f"{name}.lua").read_text()
-
-
-@cache
-def digest(name: str) -> str:
-    """SHA-1 of a script, as EVALSHA wants it."""
-    return sha1(source(name).encode()).hexdigest()
 
 
 def message(exc: Exception) -> str:
@@ -117,12 +103,12 @@ def _commands(sha: str, calls: Sequence[tuple[str | list[str], list]],
 
 
 def _reload(client, name: str, commands: list, outcomes: list) -> None:
-    """Load the script and resend the calls that met NOSCRIPT (they did not run)."""
+    """Load the script and resend the calls that met NOSCRIPT (they did not run: loader.py)."""
     missing = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, NoScriptError)]
     if not missing:
         return
     try:
-        client.script_load(source(name))
+        loader.load(client, loader.COUNTING, name)
     except RedisError as exc:
         for i in missing:
             outcomes[i] = NotSent(exc)
@@ -134,14 +120,15 @@ def _reload(client, name: str, commands: list, outcomes: list) -> None:
 
 def call_many(client, name: str, calls: Sequence[tuple[str | list[str], list]],
               prelude: Sequence[tuple] = ()) -> list:
-    """Run script `name` once per (key or keys, args) after the prelude; one outcome per call.
+    """Run counting script `name` once per (key or keys, args) after the prelude (registry
+    commands, not the Lua key prelude); one outcome per call.
 
     An outcome is the script's reply or a failure (`delivery.failed`) for
     `error_of`. Everything goes out in one round trip once the script is
     loaded. The prelude (idempotent registry writes such as SADD) is resent
     once on its own if it failed while the calls ran.
     """
-    commands = _commands(digest(name), calls, prelude)
+    commands = _commands(loader.digest(loader.COUNTING, name), calls, prelude)
     outcomes = delivery.send(client, commands)
     _reload(client, name, commands, outcomes)
     head, replies = outcomes[:len(prelude)], outcomes[len(prelude):]

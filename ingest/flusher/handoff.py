@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from functools import cache
-from pathlib import Path
 from typing import NamedTuple
+
+from tally.ingest.counting import loader
 
 from tally import keys
 
-LUA_DIR = Path(__file__).with_name("lua")
-
-
-@cache
-def _source(name: str) -> str:
-    return (LUA_DIR / f"{name}.lua").read_text()
-
 
 def queue_eval(pipe, name: str, keys_: Sequence[str], args: Sequence) -> None:
-    """Queue lua/<name>.lua on a pipeline as EVAL.
-
-    EVAL rather than EVALSHA: redis-py refuses EVALSHA in cluster pipelines, and
-    a NOSCRIPT reply halfway through a pipeline of handoffs could not be retried
-    safely. Redis caches the compiled script, so only the text is resent.
-    """
-    pipe.execute_command("EVAL", _source(name), len(keys_), *keys_, *args)
+    """Queue the flusher's lua/<name>.lua on a pipeline (EVAL: see counting/loader.py)."""
+    loader.queue_eval(pipe, loader.FLUSHER, name, keys_, args)
 
 
 class Shard(NamedTuple):

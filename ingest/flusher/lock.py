@@ -9,13 +9,9 @@ by, and a killed holder's lock expires with its lease.
 
 from __future__ import annotations
 
-from tally import keys
+from tally.ingest.counting import loader
 
-# Compare-and-set scripts: only the holder (same token) may extend or drop the lock.
-RENEW = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
-         "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end")
-RELEASE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
-           "return redis.call('DEL', KEYS[1]) else return 0 end")
+from tally import keys
 
 
 class LockLost(Exception):
@@ -33,10 +29,11 @@ def acquire(client, sink: str, token: str, seconds: float) -> bool:
 
 def renew(client, sink: str, token: str, seconds: float) -> None:
     """Extend the lock with the run's lease; raise LockLost if it is no longer ours."""
-    if not client.eval(RENEW, 1, keys.flusher_lock(sink), token, _ms(seconds)):
+    if not loader.call(client, loader.FLUSHER, "lock_renew", [keys.flusher_lock(sink)],
+                       [token, _ms(seconds)]):
         raise LockLost(f"flusher lock of sink {sink} expired during the run")
 
 
 def release(client, sink: str, token: str) -> None:
     """Drop the lock if it is still ours."""
-    client.eval(RELEASE, 1, keys.flusher_lock(sink), token)
+    loader.call(client, loader.FLUSHER, "lock_release", [keys.flusher_lock(sink)], [token])

@@ -2,7 +2,7 @@
 -- Time comes from the Redis server, so every caller shares one clock; the
 -- member is time plus a per-key sequence number, so two requests in the same
 -- microsecond are two entries (the textbook version loses one of them).
--- KEYS[1] window set; ARGV: max, window_ms
+-- KEYS[1] window set, KEYS[2] its sequence counter (same slot); ARGV: max, window_ms
 local max, window_us = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -10,10 +10,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window_us)
 local count = redis.call('ZCARD', KEYS[1])
 local allowed = 0
 if count < max then
-  local seq = redis.call('HINCRBY', KEYS[1] .. ':seq', 'n', 1)
+  local seq = redis.call('HINCRBY', KEYS[2], 'n', 1)
   redis.call('ZADD', KEYS[1], now, now .. '-' .. seq)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[1] .. ':seq', ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   count = count + 1
   allowed = 1
 end
