@@ -1,5 +1,5 @@
 -- Score of the oldest mark of one shard and sink, dirty or in flight (false if none).
--- KEYS: dirty, leases    ARGV: inflight prefix ("<tag>inflight:<sink>:")
+-- KEYS: dirty, leases    ARGV: inflight prefix (keys.py ShardKeys.inflight with an empty token)
 local oldest = false
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #first > 0 then oldest = tonumber(first[2]) end

@@ -5,7 +5,7 @@
 -- earliest first-dirty time (lag stays honest) when ingest re-marked it meanwhile.
 -- In-flight set names are built here from the prefix, inside the same hash
 -- tag as KEYS, so this stays a single-slot call on a Redis Cluster.
--- KEYS: dirty, leases    ARGV: now, inflight prefix ("<tag>inflight:<sink>:"), [token]
+-- KEYS: dirty, leases    ARGV: now, inflight prefix (keys.py ShardKeys.inflight with an empty token), [token]
 local tokens = ARGV[3] and {ARGV[3]} or redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 local moved = 0
 for _, token in ipairs(tokens) do
