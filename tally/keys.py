@@ -253,7 +253,7 @@ def lua_prelude() -> str:
     """Lua text defining `K`, a function per name of this scheme, put before every script.
 
     Scripts build names only through K (a prefix: pass '' for the trailing
-    key), so no script spells a name of its own. Scripts/loader.py prepends
+    key), so no script spells a name of its own. ingest/counting/loader.py prepends
     it when it loads a script; the SHA is taken over the whole text.
     """
     lines = ["-- Key names, generated from tally/keys.py (lua_prelude) when the script loads.",
