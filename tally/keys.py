@@ -72,9 +72,20 @@ COUNTERS = GLOBAL_NAMES["counters"]
 LEADERBOARDS = GLOBAL_NAMES["leaderboards"]
 
 
+def _tag_literals() -> tuple[str, str, str]:
+    texts, fields = [""], []
+    for literal, field in _pieces(TAG):
+        texts[-1] += literal
+        if field:
+            fields.append(field)
+            texts.append("")
+    assert fields == ["counter", "shard"]
+    return texts[0], texts[1], texts[2]
+
+
 def tag(counter: str, shard: int) -> str:
-    """Hash tag shared by all keys of one counter shard."""
-    return TAG.format(counter=counter, shard=shard)
+    """Hash tag shared by all keys of one counter shard (once per event: no str.format)."""
+    return f"{_TAG_HEAD}{counter}{_TAG_MIDDLE}{shard}{_TAG_TAIL}"
 
 
 def key_shard(key: str, shards: int) -> int:
@@ -262,3 +273,6 @@ def lua_prelude() -> str:
     lines += [_lua_function(name, t, True) for name, t in SHARD_NAMES.items()]
     lines += [_lua_function(name, t, False) for name, t in GLOBAL_NAMES.items()]
     return "\n".join(lines) + "\n"
+
+
+_TAG_HEAD, _TAG_MIDDLE, _TAG_TAIL = _tag_literals()
