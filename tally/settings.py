@@ -2,22 +2,30 @@
 
 Every process (stack runner, ingest, flusher, exporter, tests) reads its
 configuration through `load_settings`, so a variable means the same thing
-everywhere.
+everywhere. Nothing configurable is read anywhere else, and nothing is
+silently ignored: an unknown key in the file or an unknown TALLY_* variable
+stops startup, naming it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from tally.errors import ConfigError
+from tally.settings_rules import PREFIX, SINK_NAMES, check_values
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PREFIX = "TALLY_"
+CONFIG_VARIABLE = f"{PREFIX}CONFIG"  # names the TOML file; not a setting itself
+# TALLY_* variables that are not settings and that no Tally process reads: the compose
+# secrets (.env.example, docker-compose.yml) and the test suite's switch (docs/stack.md).
+NON_SETTINGS = ("TALLY_POSTGRES_PASSWORD", "TALLY_GRAFANA_DB_PASSWORD",
+                "TALLY_GRAFANA_INFLUX_PASSWORD", "TALLY_GRAFANA_ADMIN_PASSWORD",
+                "TALLY_TEST_SERVICES")
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class Settings:
     clock_skew: int = 300
     outage_budget: int = 2 * 24 * 3600
     hot_keys: str = ""  # "counter=key=shards" entries separated by newlines
-    sinks: tuple[str, ...] = ("timescale", "influx")
+    sinks: tuple[str, ...] = SINK_NAMES
 
     # Ingest API.
     write_tokens: tuple[str, ...] = ()
@@ -83,63 +91,41 @@ class Settings:
     sink_connect_timeout: float = 5.0  # seconds to reach PostgreSQL / InfluxDB
     sink_write_timeout: float = 30.0  # seconds one sink write may take before it fails
 
+    # Test and diagnostic hooks: the flusher sleeps flush_pause_seconds at these points.
+    flush_pause_at: tuple[str, ...] = ()
+    flush_pause_seconds: float = 1.0
+
     # Exporter.
     exporter_top_n: int = 10
     exporter_host: str = "127.0.0.1"  # 0.0.0.0 in containers
 
     def __post_init__(self) -> None:
-        derived = {
+        derived = {name: value for name, value in self._derivations().items()
+                   if not getattr(self, name)}
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+        # Not a field: which URLs came from the ports, so with_() can derive them again.
+        object.__setattr__(self, "_derived", frozenset(derived))
+        check_values(self)
+
+    def _derivations(self) -> dict[str, str]:
+        """The connection URLs a local stack on these ports has (used when a URL is unset)."""
+        return {
             "redis_url": f"redis://127.0.0.1:{self.redis_port}/0",
             "postgres_dsn": f"postgresql://tally@127.0.0.1:{self.postgres_port}/tally",
             "influx_url": f"http://127.0.0.1:{self.influx_port}",
         }
-        for name, value in derived.items():
-            if not getattr(self, name):
-                object.__setattr__(self, name, value)
-        if self.dedup_mode not in ("exact", "bloom"):
-            raise ConfigError(
-                f"TALLY_DEDUP_MODE must be 'exact' or 'bloom', not {self.dedup_mode!r}")
-        _check_ranges(self)
 
     def with_(self, **changes) -> Settings:
-        """Return a copy with some fields changed (tests and the runner use this)."""
-        return replace(self, **changes)
+        """A copy with some fields changed (tests and the runner use this).
+
+        URLs derived from ports are derived again from the new ports; URLs
+        that were set stay as set, and setting one to "" derives it.
+        """
+        rederive = {name: "" for name in self._derived if name not in changes}
+        return replace(self, **rederive, **changes)
 
 
-POSITIVE = ("shards", "dedup_window", "bloom_capacity", "max_batch_events", "max_body_bytes",
-            "flush_interval", "flush_batch_size", "flush_lease_seconds",
-            "sink_connect_timeout", "sink_write_timeout",
-            "flush_maintenance_interval", "ingest_header_timeout", "ingest_body_timeout",
-            "ingest_max_connections")
-NON_NEGATIVE = ("accepted_lateness", "clock_skew", "outage_budget", "ingest_workers",
-                "leaderboard_capacity", "influx_top_n", "exporter_top_n")
-
-
-def _check_ranges(settings: Settings) -> None:
-    """Refuse numbers no process could work with, naming the variable."""
-    def refuse(name: str, rule: str) -> None:
-        value = getattr(settings, name)
-        raise ConfigError(f"{PREFIX}{name.upper()} must be {rule}, not {value}")
-
-    for name in POSITIVE:
-        if getattr(settings, name) <= 0:
-            refuse(name, "greater than 0" if name != "shards" else "at least 1")
-    for name in NON_NEGATIVE:
-        if getattr(settings, name) < 0:
-            refuse(name, "0 or more")
-    for name in (f.name for f in fields(settings) if f.name.endswith("_port")):
-        if not 1 <= getattr(settings, name) <= 65535:
-            refuse(name, "a port between 1 and 65535")
-    if not 0 < settings.bloom_error_rate < 1:
-        refuse("bloom_error_rate", "between 0 and 1 (exclusive)")
-    if settings.sink_write_timeout >= settings.flush_lease_seconds:
-        refuse("sink_write_timeout", "less than TALLY_FLUSH_LEASE_SECONDS "
-               f"({settings.flush_lease_seconds}), or a hung write outlives its lease")
-    if not MEMORY_SIZE.fullmatch(settings.redis_maxmemory):
-        refuse("redis_maxmemory", "bytes with an optional unit (kb, mb, gb), e.g. 1gb or 0")
-
-
-MEMORY_SIZE = re.compile(r"\d+([kmg]b?)?", re.IGNORECASE)  # what redis.conf accepts
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
             "0": False, "false": False, "no": False, "off": False}
 
@@ -175,18 +161,50 @@ def _kinds() -> dict[str, type]:
     }
 
 
+def _read_file(config_file: str, kinds: Mapping[str, type]) -> dict[str, object]:
+    """The settings in a TOML file: at its top level, or all of them in one [tally] table."""
+    try:
+        table = tomllib.loads(Path(config_file).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {config_file}: {exc}") from None
+    if isinstance(table.get("tally"), dict):
+        beside = sorted(set(table) - {"tally"})
+        if beside:
+            raise ConfigError(f"{config_file}: unknown key(s) beside the [tally] table: "
+                              f"{', '.join(beside)} (with a [tally] table every setting "
+                              "goes inside it)")
+        table, where = table["tally"], "[tally]"
+    else:
+        where = "top level"
+    unknown = sorted(set(table) - set(kinds))
+    if unknown:
+        raise ConfigError(f"{config_file}: unknown key(s) at {where}: {', '.join(unknown)}")
+    return table
+
+
+def _check_variables(environ: Mapping[str, str], kinds: Mapping[str, type]) -> None:
+    """Refuse a TALLY_* variable that nothing reads (a typo would be silently ignored)."""
+    settings = [PREFIX + name.upper() for name in kinds]
+    known = {*settings, CONFIG_VARIABLE, *NON_SETTINGS}
+    problems = []
+    for variable in sorted(name for name in environ
+                           if name.startswith(PREFIX) and name not in known):
+        closest = difflib.get_close_matches(variable, settings, n=1)
+        problems.append(f"{variable} is not a setting; did you mean {closest[0]}?" if closest
+                        else f"{variable} is not a setting (docs/configuration.md)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Settings:
     """Build Settings from TALLY_CONFIG (a TOML file), then TALLY_* variables, then overrides."""
     environ = os.environ if environ is None else environ
     kinds = _kinds()
+    _check_variables(environ, kinds)
     values: dict[str, object] = {}
-    config_file = environ.get(f"{PREFIX}CONFIG")
+    config_file = environ.get(CONFIG_VARIABLE)
     if config_file:
-        try:
-            table = tomllib.loads(Path(config_file).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read {config_file}: {exc}") from None
-        values.update(table.get("tally", table))
+        values.update(_read_file(config_file, kinds))
     for name in kinds:
         raw = environ.get(PREFIX + name.upper())
         if raw is not None:
@@ -198,4 +216,4 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Sett
     return Settings(**{k: _convert(k, kinds[k], v) for k, v in values.items()})
 
 
-__all__ = ["Settings", "load_settings", "PROJECT_ROOT"]
+__all__ = ["Settings", "load_settings", "PROJECT_ROOT", "SINK_NAMES", "NON_SETTINGS"]
