@@ -22,14 +22,13 @@ from redis.cluster import RedisCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tally.events import Event  # noqa: E402
 from tally.ingest.counting import reads  # noqa: E402
 from tally.ingest.counting.batch import apply_batch  # noqa: E402
 from tally.ingest.counting.config import CountingConfig  # noqa: E402
 from tally.stack import services  # noqa: E402
 from tally.stack.cluster import create_cluster  # noqa: E402
 from tally.stack.process import free_ports  # noqa: E402
-
-from tally.events import Event  # noqa: E402
 
 NEEDS: set[str] = set()  # starts its own servers
 BATCH = 1000

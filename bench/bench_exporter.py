@@ -10,12 +10,12 @@ import time
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
+
+from tally.events import Event
 from tally.exporter.collector import TallyCollector
 from tally.ingest.counting import leaderboard
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
-
-from tally.events import Event
 
 NEEDS = {"redis"}
 KEYS, SCRAPES = 100_000, 20

@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 
 import psycopg
 import redis
+
+from tally.events import Event
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import flush, handoff
 from tally.ingest.flusher.influx import InfluxSink
 from tally.ingest.flusher.sink import BucketRow
 from tally.ingest.flusher.timescale import TABLES, TimescaleSink
-
-from tally.events import Event
 
 NEEDS = {"redis", "postgres", "influxdb"}
 ACTIVE = int(os.environ.get("BENCH_FLUSH_KEYS", "100000"))

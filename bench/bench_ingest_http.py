@@ -40,13 +40,12 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tally.events import validate_batch  # noqa: E402
 from tally.ingest.counting.batch import apply_batch  # noqa: E402
 from tally.ingest.counting.config import CountingConfig  # noqa: E402
+from tally.settings import load_settings  # noqa: E402
 from tally.stack import services  # noqa: E402
 from tally.stack.process import await_ready, free_ports, stop  # noqa: E402
-
-from tally.events import validate_batch  # noqa: E402
-from tally.settings import load_settings  # noqa: E402
 from tests.slowloris import Siege, percentile, timed_requests  # noqa: E402
 
 NEEDS = {"redis"}

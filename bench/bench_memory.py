@@ -28,13 +28,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tally.events import Event  # noqa: E402
 from tally.ingest.counting.batch import apply_batch  # noqa: E402
 from tally.ingest.counting.config import CountingConfig  # noqa: E402
+from tally.settings import Settings  # noqa: E402
 from tally.stack import services  # noqa: E402
 from tally.stack.process import free_ports  # noqa: E402
-
-from tally.events import Event  # noqa: E402
-from tally.settings import Settings  # noqa: E402
 
 NEEDS: set[str] = set()  # starts its own redis-server
 NEW_KEYS = 20_000

@@ -56,7 +56,6 @@ def hello_asgi():
 def main() -> int:
     """Serve the hello app under `tally serve`'s server: `http_apps.py hello [WORKERS]`."""
     from tally.ingest.serve import serve
-
     from tally.settings import load_settings
 
     if sys.argv[1:2] != ["hello"]:

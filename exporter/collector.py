@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
 from tally.exporter.snapshot import Snapshot, read_snapshot
 from tally.ingest.counting.config import CountingConfig
 

@@ -8,11 +8,11 @@ from wsgiref.simple_server import WSGIServer
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
-from tally.exporter.collector import TallyCollector
-from tally.ingest.counting.config import CountingConfig
 
 from tally import logs
 from tally.errors import ServiceError
+from tally.exporter.collector import TallyCollector
+from tally.ingest.counting.config import CountingConfig
 from tally.redis_connect import connect, disconnect
 from tally.settings import Settings
 

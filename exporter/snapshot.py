@@ -13,11 +13,11 @@ import time
 from typing import NamedTuple
 
 from redis.cluster import RedisCluster
+
+from tally import keys
 from tally.ingest.counting import reads
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import handoff
-
-from tally import keys
 
 # Leaderboards reported per scrape, at most (per-board series stay bounded).
 MAX_BOARDS = 100

@@ -8,11 +8,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from tally.settings import Settings, load_settings
 from tally.stack import services
 from tally.stack.process import free_ports
 from tally.stack.runner import STACK, log_file
-
-from tally.settings import Settings, load_settings
 
 PORTS = ("redis_port", "postgres_port", "influx_port", "prometheus_port", "ingest_port",
          "exporter_port")

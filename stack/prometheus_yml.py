@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tally.stack import services
-
 from tally.settings import PROJECT_ROOT, Settings
+from tally.stack import services
 
 PROMETHEUS_DIR = PROJECT_ROOT / "prometheus"
 RULES = "rules/*.yml"  # Prometheus resolves it from the config file's folder

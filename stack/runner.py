@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tally.errors import ServiceError
 from tally.ingest.flusher.influx_setup import ensure_influx
 from tally.ingest.flusher.migrate import apply_migrations
+from tally.settings import Settings
 from tally.stack import process, services
 from tally.stack.prometheus_yml import write_config
 from tally.stack.tokens import TOKENS_FILE, child_env, local_tokens
-
-from tally.errors import ServiceError
-from tally.settings import Settings
 
 
 @dataclass(frozen=True)

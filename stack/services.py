@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psycopg
 import requests
-from tally.stack import process
 
 from tally.errors import ServiceError
+from tally.stack import process
 
 PG_ROOT = Path("/usr/lib/postgresql")
 PG_SHARE = Path("/usr/share/postgresql")

@@ -1,8 +1,8 @@
 """The ingest API as a Flask test client on the test Redis (test tokens, Redis-only series)."""
 
 import pytest
-from tally.ingest.api import close_app
 
+from tally.ingest.api import close_app
 from tests.test_api_support import make_app
 
 

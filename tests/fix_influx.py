@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from tally.ingest.flusher.influx_setup import ensure_influx, influx_query
+from tally.settings import load_settings
 from tally.stack import services
 from tally.stack.process import free_ports
-
-from tally.settings import load_settings
 
 
 @pytest.fixture(scope="session")

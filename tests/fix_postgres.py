@@ -8,11 +8,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from tally.ingest.flusher.migrate import apply_migrations
+from tally.resolutions import TABLES
 from tally.stack import services
 from tally.stack.process import free_ports
-
-from tally.resolutions import TABLES
 
 
 @pytest.fixture(scope="session")

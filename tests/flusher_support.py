@@ -7,13 +7,13 @@ import time
 
 import psycopg
 import requests
+
+from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
+from tally.events import validate_batch
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import flush
 from tally.ingest.flusher.sinks import build_sink
-
-from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
-from tally.events import validate_batch
 from tally.resolutions import TABLE
 from tally.settings import load_settings
 from tests.reference_model import ReferenceModel

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from tally.ingest.api import close_app, create_app
 
 from tally.errors import ConfigError
+from tally.ingest.api import close_app, create_app
 from tests.test_api_support import READ, WRITE, R, W, make_app, settings
 
 EVENT = {"counter": "views", "key": "k"}

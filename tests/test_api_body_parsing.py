@@ -14,6 +14,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tally.ingest.api.batch_json import MAX_VALUE_CHARS, json_values, ndjson
 from tally.ingest.api.body import loads
 from tally.ingest.api.problems import Problem

@@ -6,8 +6,8 @@ import gzip
 import json
 
 import pytest
-from tally.ingest.api import close_app
 
+from tally.ingest.api import close_app
 from tests.test_api_support import W, gzipped, make_app, ndjson, snapshot
 
 EVENT = {"counter": "views", "key": "video:1", "id": "e1", "user": "u1"}

@@ -15,9 +15,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
+
 from tally.ingest.api import close_app
 from tally.ingest.api.openapi import document
-
 from tests.test_api_support import make_app
 
 TOKEN = "fuzz-token"

@@ -7,9 +7,8 @@ import logging
 
 from tally.ingest.api import close_app
 from tally.ingest.api.openapi import document
-from tally.stack.process import free_ports
-
 from tally.logs import JsonLines
+from tally.stack.process import free_ports
 from tests.test_api_support import R, W, make_app
 
 

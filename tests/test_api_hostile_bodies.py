@@ -19,9 +19,9 @@ import tracemalloc
 import zlib
 
 import pytest
+
 from tally.ingest.api.batch_json import MAX_VALUE_CHARS
 from tally.ingest.api.body import MAX_GZIP_MEMBERS
-
 from tests.test_api_support import W, snapshot
 
 MAX_BYTES = 5 * 1024 * 1024  # the default TALLY_MAX_BODY_BYTES the `api` fixture runs with

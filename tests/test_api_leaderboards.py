@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tally.ingest.api import close_app
 
 from tally import keys
+from tally.ingest.api import close_app
 from tests.test_api_support import R, W, make_app
 
 

@@ -15,16 +15,16 @@ from contextlib import contextmanager
 
 import pytest
 import redis
+
+from tally import keys
+from tally.errors import NotAppliedError, OutcomeUnknownError
+from tally.events import Event
 from tally.ingest.api import close_app
 from tally.ingest.counting import leaderboard, reads
 from tally.ingest.counting.batch import BatchResult, apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tally.stack import process, services
 from tally.stack.process import free_ports
-
-from tally import keys
-from tally.errors import NotAppliedError, OutcomeUnknownError
-from tally.events import Event
 from tests.redis_dump import changed, dump_all
 from tests.test_api_support import W, make_app
 

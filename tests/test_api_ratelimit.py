@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tally.ingest.api.ratelimits import Limit, parse_limits
 
 from tally.errors import ConfigError
+from tally.ingest.api.ratelimits import Limit, parse_limits
 from tests.test_api_support import W
 
 

@@ -6,9 +6,9 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+
 from tally.ingest.api import close_app
 from tally.ingest.api.params import rfc3339
-
 from tests.test_api_support import R, W, make_app
 
 NOW = int(time.time())

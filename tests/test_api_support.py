@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
-from tally.ingest.api import create_app
-from tally.stack.process import await_ready, free_ports, stop
 
+from tally.ingest.api import create_app
 from tally.settings import load_settings
+from tally.stack.process import await_ready, free_ports, stop
 
 WRITE, READ = "w-token", "r-token"
 W = {"Authorization": f"Bearer {WRITE}"}

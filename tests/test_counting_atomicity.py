@@ -13,13 +13,13 @@ import random
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from tally.ingest.counting import reads
-from tally.ingest.counting.batch import BatchResult, apply_batch
-from tally.ingest.counting.config import CountingConfig
 
 from tally import keys
 from tally.errors import CountOverflowError, RedisStateError
 from tally.events import MAX_VALUE, Event
+from tally.ingest.counting import reads
+from tally.ingest.counting.batch import BatchResult, apply_batch
+from tally.ingest.counting.config import CountingConfig
 from tests.redis_dump import changed, dump_all
 from tests.reference_model import Overflow, ReferenceModel, mismatches
 from tests.test_counting_property import flush

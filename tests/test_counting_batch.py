@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from tally.ingest.counting import reads
-from tally.ingest.counting.batch import BatchResult, apply_batch
-from tally.ingest.counting.config import CountingConfig
 
 from tally import keys
 from tally.errors import CountOverflowError
 from tally.events import MAX_VALUE, Event
+from tally.ingest.counting import reads
+from tally.ingest.counting.batch import BatchResult, apply_batch
+from tally.ingest.counting.config import CountingConfig
 from tests.test_api_support import snapshot
 
 NOW = 1_800_000_123

@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 from redis.cluster import RedisCluster
+
+from tally.events import validate_batch
 from tally.ingest.counting import ratelimit, reads
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
-
-from tally.events import validate_batch
 
 NOW = 1_800_000_123
 IDS = 3000

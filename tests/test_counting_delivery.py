@@ -11,13 +11,13 @@ from contextlib import contextmanager
 
 import pytest
 from redis.cluster import RedisCluster
-from tally.ingest.counting import reads
-from tally.ingest.counting.batch import BatchResult, apply_batch
-from tally.ingest.counting.config import CountingConfig
 
 from tally import keys
 from tally.errors import NotAppliedError
 from tally.events import Event
+from tally.ingest.counting import reads
+from tally.ingest.counting.batch import BatchResult, apply_batch
+from tally.ingest.counting.config import CountingConfig
 
 NOW = 1_800_000_123
 CONFIG = CountingConfig()

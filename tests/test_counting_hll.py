@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from tally.events import Event
 from tally.ingest.counting import reads
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
-
-from tally.events import Event
 
 NOW = 1_800_000_000  # a day boundary, so minutes 0..59 of the batch share one hour and day
 TOLERANCE = 3 * 0.0081

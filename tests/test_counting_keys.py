@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from tally.ingest.counting import reads
-from tally.ingest.counting.batch import apply_batch
-from tally.ingest.counting.config import CountingConfig
 
 from tally import keys
 from tally.events import MAX_VALUE, Event
+from tally.ingest.counting import reads
+from tally.ingest.counting.batch import apply_batch
+from tally.ingest.counting.config import CountingConfig
 
 NOW = 1_800_000_123
 # Pairs that a naive "kind:time:key" scheme or a brace in the key could confuse.

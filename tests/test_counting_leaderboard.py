@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tally.ingest.counting import leaderboard as lb
-from tally.ingest.counting.leaderboard import Entry
 
 from tally.errors import IdempotencyKeyReusedError, ValidationError
+from tally.ingest.counting import leaderboard as lb
+from tally.ingest.counting.leaderboard import Entry
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.cluster import RedisCluster
-from tally.ingest.counting.batch import apply_batch
-from tally.ingest.counting.config import CountingConfig
 
 from tally.events import validate_batch
+from tally.ingest.counting.batch import apply_batch
+from tally.ingest.counting.config import CountingConfig
 from tests.reference_model import ReferenceModel, mismatches
 
 NOW = 1_800_000_123  # not aligned to a minute, hour or day: buckets straddle boundaries

@@ -12,6 +12,8 @@ import redis
 import requests
 import yaml
 from prometheus_client import CollectorRegistry
+from werkzeug.serving import make_server
+
 from tally.exporter.collector import TallyCollector
 from tally.exporter.server import serve
 from tally.ingest.api import close_app, create_app
@@ -19,10 +21,8 @@ from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher.influx_setup import ensure_influx, influx_query
 from tally.ingest.flusher.loop import SinkLoop
 from tally.ingest.flusher.sinks import build_sink
-from tally.stack import demo, services
-from werkzeug.serving import make_server
-
 from tally.settings import PROJECT_ROOT, load_settings
+from tally.stack import demo, services
 from tests.fix_postgres import truncate_counts
 from tests.grafana_macros import (
     TimeRange,

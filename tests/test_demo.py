@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from tally.stack.demo import DemoPlan, Traffic, run
 
 from tally.errors import ConfigError
 from tally.events import validate_batch
+from tally.stack.demo import DemoPlan, Traffic, run
 
 NOW = 1_795_000_000.0
 

@@ -6,6 +6,9 @@ import pytest
 import redis
 import requests
 from prometheus_client import CollectorRegistry
+
+from tally import keys
+from tally.events import Event
 from tally.exporter.collector import TallyCollector
 from tally.exporter.server import serve
 from tally.exporter.snapshot import MAX_BOARDS, read_snapshot
@@ -14,9 +17,6 @@ from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import handoff
 from tally.stack.process import free_ports
-
-from tally import keys
-from tally.events import Event
 
 DAY = 20_400  # 2025-11-08 (UTC day index)
 NOW = DAY * 86400 + 12 * 3600 + 5  # noon, so the previous hour is the same day

@@ -7,11 +7,11 @@ import time
 import pytest
 import requests
 from prometheus_client import CollectorRegistry
+
+from tally.events import Event
 from tally.exporter.collector import TallyCollector
 from tally.exporter.server import serve
 from tally.ingest.counting.batch import apply_batch
-
-from tally.events import Event
 from tally.settings import PROJECT_ROOT
 from tests.test_exporter import CONFIG, NOW, SCRAPED_AT, load_demo
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tally.ingest.flusher import handoff
-
 from tally import keys
+from tally.ingest.flusher import handoff
 
 SHARD = handoff.Shard("views", 0)
 

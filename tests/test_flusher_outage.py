@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+
+from tally.errors import SinkError
 from tally.exporter.collector import TallyCollector
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import handoff, maintenance
@@ -26,8 +28,6 @@ from tally.ingest.flusher.sink import BucketRow
 from tally.ingest.flusher.sinks import build_sink
 from tally.ingest.flusher.timescale import TimescaleSink
 from tally.stack import process, services
-
-from tally.errors import SinkError
 from tests.flusher_support import (
     assert_sinks_hold,
     expected,

@@ -7,7 +7,6 @@ import time
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import flush
 from tally.ingest.flusher.sinks import build_sink
-
 from tests.flusher_support import (
     expected,
     expected_totals,

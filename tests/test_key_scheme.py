@@ -7,14 +7,14 @@ import re
 from importlib.resources import files
 
 import pytest
+
+from tally import keys
+from tally.events import Event
 from tally.ingest.counting import leaderboard, ratelimit
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.counting.loader import COUNTING, FLUSHER
 from tally.ingest.flusher import handoff
-
-from tally import keys
-from tally.events import Event
 from tests.flusher_support import flush_all, make_settings
 
 NOW = 1_800_000_123

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import requests
-from tally.stack import services
-from tally.stack.process import free_ports
 
 from tally.logs import BASE_KEYS
+from tally.stack import services
+from tally.stack.process import free_ports
 from tests.test_api_support import W, gunicorn
 
 LEVELS = {"debug", "info", "warning", "error", "critical"}

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 
+from tally.backends import COLUMNS, PRIMARY_KEY
 from tally.ingest.api import openapi
 from tally.ingest.flusher.influx_setup import ensure_influx, influx_query
-
-from tally.backends import COLUMNS, PRIMARY_KEY
 from tally.resolutions import TABLE, TABLES
 from tally.settings import load_settings
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+
+from tally import keys
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import lineprotocol
 from tally.ingest.flusher.loop import SinkLoop
 from tally.ingest.flusher.sinks import build_sink
-
-from tally import keys
 from tests.flusher_support import flush_all, influx_q, ingest, make_settings, stored_pg
 from tests.reference_model import ReferenceModel
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from tally.ingest.flusher.sink import BucketRow
 from tally.ingest.flusher.timescale import TimescaleSink
-
 from tests.flusher_support import stored_pg
 
 

@@ -1,8 +1,8 @@
 """Smoke tests: InfluxDB takes line protocol and answers InfluxQL."""
 
 import requests
-from tally.ingest.flusher.influx_setup import ensure_influx, influx_query
 
+from tally.ingest.flusher.influx_setup import ensure_influx, influx_query
 from tally.settings import load_settings
 
 

@@ -3,9 +3,9 @@
 from datetime import UTC, datetime
 
 import requests
+
 from tally.ingest.flusher import migrate
 from tally.ingest.flusher.migrate import apply_migrations, migrations
-
 from tally.settings import load_settings
 
 CHUNKS = """SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions

@@ -7,9 +7,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from tally.stack import prometheus_yml, services
 
 from tally.settings import load_settings
+from tally.stack import prometheus_yml, services
 
 
 class MetricHandler(BaseHTTPRequestHandler):

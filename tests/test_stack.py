@@ -16,11 +16,11 @@ import pytest
 import redis
 import requests
 import yaml
+
+from tally.settings import PROJECT_ROOT, load_settings
 from tally.stack import process
 from tally.stack.prometheus_yml import stack_config
 from tally.stack.runner import STACK, running_pid
-
-from tally.settings import PROJECT_ROOT, load_settings
 
 
 def tally(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tally.stack.process import free_ports
 
 COMMANDS = ("serve", "flush", "exporter", "migrate")

@@ -27,6 +27,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from tally.ingest.counting import reads
 from tally.ingest.counting.config import CountingConfig
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flask import Flask
+
 from tally.ingest.api import (
     access,
     auth,
@@ -24,7 +25,6 @@ from tally.ingest.api import (
     ratelimits,
     series,
 )
-
 from tally.settings import Settings, load_settings
 
 BLUEPRINTS = (health.bp, metrics.bp, batches.bp, counters.bp, leaderboards.bp, ratelimits.bp)

@@ -10,6 +10,7 @@ import logging
 import time
 
 from flask import Flask, Response, g, request
+
 from tally.ingest.api.metrics import metrics
 
 log = logging.getLogger("tally.ingest.access")

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable
 
 from flask import Flask, current_app, request
-from tally.ingest.api.problems import Problem
 
 from tally.errors import ConfigError
+from tally.ingest.api.problems import Problem
 from tally.settings import Settings
 
 READ, WRITE = "read", "write"

@@ -6,14 +6,14 @@ import time
 from collections.abc import Iterator
 
 from flask import Blueprint
+
+from tally.events import InvalidBatch, validate_batch
 from tally.ingest.api import batch_json, body
 from tally.ingest.api.access import note_events
 from tally.ingest.api.auth import WRITE, scope
 from tally.ingest.api.extensions import resources
 from tally.ingest.api.problems import bad_request, from_validation
 from tally.ingest.counting.batch import apply_batch
-
-from tally.events import InvalidBatch, validate_batch
 
 bp = Blueprint("events", __name__)
 

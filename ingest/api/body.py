@@ -15,6 +15,7 @@ import json
 import zlib
 
 from flask import request
+
 from tally.ingest.api.problems import Problem, bad_request
 
 JSON_TYPES = frozenset({"application/json"})

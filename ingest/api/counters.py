@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, request
+
 from tally.ingest.api import params, series
 from tally.ingest.api.auth import READ, scope
 from tally.ingest.api.extensions import resources
 from tally.ingest.counting import reads
-
 from tally.keys import DAY, HOUR
 
 bp = Blueprint("counters", __name__)

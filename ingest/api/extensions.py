@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import redis
 from flask import Flask, current_app
 from redis.cluster import RedisCluster
-from tally.ingest.counting.config import CountingConfig
 
+from tally.ingest.counting.config import CountingConfig
 from tally.redis_connect import connect, disconnect
 from tally.settings import Settings
 

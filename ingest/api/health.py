@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 from flask import Blueprint
+
 from tally.ingest.api.extensions import resources
 from tally.ingest.api.openapi import document
 from tally.ingest.api.problems import Problem

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, request
+
 from tally.ingest.api import body, params
 from tally.ingest.api.auth import READ, WRITE, scope
 from tally.ingest.api.extensions import resources

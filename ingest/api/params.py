@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from urllib.parse import unquote_to_bytes
 
 from flask import request
-from tally.ingest.api.openapi import query_names
-from tally.ingest.api.problems import bad_request
 
 from tally.events import validate_event
+from tally.ingest.api.openapi import query_names
+from tally.ingest.api.problems import bad_request
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 

@@ -7,13 +7,13 @@ import re
 from typing import NamedTuple
 
 from flask import Blueprint, Flask, current_app
+
+from tally.errors import ConfigError
 from tally.ingest.api import body, params
 from tally.ingest.api.auth import WRITE, scope
 from tally.ingest.api.extensions import resources
 from tally.ingest.api.problems import Problem, bad_request
 from tally.ingest.counting import ratelimit
-
-from tally.errors import ConfigError
 
 bp = Blueprint("ratelimits", __name__)
 SPEC = re.compile(r"([A-Za-z0-9_.:-]{1,64})=(\d{1,9})/(\d{1,9}(?:\.\d+)?)")

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import psycopg
 from flask import Flask, current_app
 from psycopg import sql
+
+from tally.events import parse_timestamp
 from tally.ingest.api import params
 from tally.ingest.api.problems import bad_request
 from tally.ingest.counting import reads
-
-from tally.events import parse_timestamp
 from tally.resolutions import BY_CODE, BY_STEP, DAY, HOUR, TABLE, Resolution
 from tally.settings import Settings
 

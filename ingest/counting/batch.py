@@ -20,14 +20,14 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from redis.cluster import RedisCluster
-from tally.ingest.counting import plan
-from tally.ingest.counting.config import CountingConfig
-from tally.ingest.counting.delivery import Lost, failed
-from tally.ingest.counting.scripts import call_many, error_of
 
 from tally import keys
 from tally.errors import CountOverflowError, PartiallyAppliedError, TallyError
 from tally.events import Event
+from tally.ingest.counting import plan
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.counting.delivery import Lost, failed
+from tally.ingest.counting.scripts import call_many, error_of
 
 REFUSALS = {"TALLY_OVERFLOW": CountOverflowError}  # apply.lua's own refusal
 log = logging.getLogger("tally.ingest")

@@ -12,9 +12,8 @@ import math
 from hashlib import sha1
 from typing import NamedTuple
 
-from tally.ingest.counting.scripts import call
-
 from tally.errors import IdempotencyKeyReusedError, ValidationError
+from tally.ingest.counting.scripts import call
 from tally.keys import LEADERBOARDS, leaderboard_idempotency_key, leaderboard_key
 
 

@@ -15,10 +15,9 @@ import json
 import time
 from collections.abc import Iterable
 
-from tally.ingest.counting.config import CountingConfig
-
 from tally import keys
 from tally.events import Event
+from tally.ingest.counting.config import CountingConfig
 
 
 def event_shard(config: CountingConfig, event: Event) -> int:

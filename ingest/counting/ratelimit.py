@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from tally.ingest.counting.scripts import call
-
 from tally.keys import rate_limit_key, rate_limit_seq_key
 
 

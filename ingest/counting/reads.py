@@ -8,9 +8,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from redis.cluster import RedisCluster
-from tally.ingest.counting.config import CountingConfig
 
 from tally import keys
+from tally.ingest.counting.config import CountingConfig
 
 
 def _shards(config: CountingConfig, counter: str, key: str) -> list[keys.ShardKeys]:

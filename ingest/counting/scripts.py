@@ -28,8 +28,6 @@ from redis.exceptions import (
     RedisError,
     TryAgainError,
 )
-from tally.ingest.counting import delivery, loader
-from tally.ingest.counting.delivery import Lost, NotSent, failed
 
 from tally.errors import (
     NotAppliedError,
@@ -38,6 +36,8 @@ from tally.errors import (
     ScriptError,
     TallyError,
 )
+from tally.ingest.counting import delivery, loader
+from tally.ingest.counting.delivery import Lost, NotSent, failed
 
 STATE = "TALLY_STATE"  # prefix of a script's refusal: a key holds data of another kind
 # Redis appends where a script raised its error; the sentence is ours.

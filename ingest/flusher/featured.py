@@ -22,12 +22,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from tally import keys
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import reader
 from tally.ingest.flusher.handoff import queue_eval
 from tally.ingest.flusher.sink import BucketRow
-
-from tally import keys
 
 Bucket = tuple[str, str, int]  # (counter, resolution, index)
 Rank = tuple[int, str]  # (-value, key): smaller is better

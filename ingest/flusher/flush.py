@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import redis
+
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import featured, handoff, lock, reader
 from tally.ingest.flusher.sink import BucketRow, Sink

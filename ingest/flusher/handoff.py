@@ -10,9 +10,8 @@ import uuid
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from tally.ingest.counting import loader
-
 from tally import keys
+from tally.ingest.counting import loader
 
 
 def queue_eval(pipe, name: str, keys_: Sequence[str], args: Sequence) -> None:

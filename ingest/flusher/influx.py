@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import requests
-from tally.ingest.flusher import lineprotocol
-from tally.ingest.flusher.influx_setup import auth_options
-from tally.ingest.flusher.sink import BucketRow
 
 from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
 from tally.errors import SinkError
+from tally.ingest.flusher import lineprotocol
+from tally.ingest.flusher.influx_setup import auth_options
+from tally.ingest.flusher.sink import BucketRow
 from tally.resolutions import TABLE
 
 RETENTION = {r.code: r.retention_policy for r in TABLE}  # resolution code -> retention policy

@@ -9,9 +9,8 @@ by, and a killed holder's lock expires with its lease.
 
 from __future__ import annotations
 
-from tally.ingest.counting import loader
-
 from tally import keys
+from tally.ingest.counting import loader
 
 
 class LockLost(Exception):

@@ -17,12 +17,12 @@ import threading
 import time
 
 import redis
-from tally.ingest.counting.config import CountingConfig
-from tally.ingest.flusher import flush, lock, maintenance, metrics
-from tally.ingest.flusher.sinks import build_sink
 
 from tally import logs
 from tally.errors import SinkError
+from tally.ingest.counting.config import CountingConfig
+from tally.ingest.flusher import flush, lock, maintenance, metrics
+from tally.ingest.flusher.sinks import build_sink
 from tally.redis_connect import connect, disconnect
 
 MAX_BACKOFF = 60.0

@@ -10,10 +10,10 @@ it drops whole chunks, never deletes rows.
 from __future__ import annotations
 
 import psycopg
-from tally.ingest.flusher.deadline import SocketDeadline
-from tally.ingest.flusher.timescale import connect, statement_timeout_sql
 
 from tally.errors import SinkError
+from tally.ingest.flusher.deadline import SocketDeadline
+from tally.ingest.flusher.timescale import connect, statement_timeout_sql
 from tally.resolutions import TABLES
 
 

@@ -18,9 +18,9 @@ from importlib.resources.abc import Traversable
 import psycopg
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from tally.ingest.flusher.influx_setup import ensure_influx
 
 from tally.errors import ServiceError
+from tally.ingest.flusher.influx_setup import ensure_influx
 from tally.settings import Settings
 
 MIGRATIONS_PACKAGE = "tally.timescale"

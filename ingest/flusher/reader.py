@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
+from tally import keys
 from tally.ingest.counting import reads
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher.handoff import Mark, queue_eval
 from tally.ingest.flusher.sink import BucketRow
-
-from tally import keys
 
 Cell = tuple[str, str, int, str]  # (counter, resolution, index, key)
 Group = tuple[str, int, str, int]  # (counter, shard, resolution, index): one bucket hash

@@ -7,11 +7,10 @@ importing this module fails if the classes and the names ever disagree.
 
 from __future__ import annotations
 
+from tally.errors import ConfigError
 from tally.ingest.flusher.influx import InfluxSink
 from tally.ingest.flusher.sink import Sink
 from tally.ingest.flusher.timescale import TimescaleSink
-
-from tally.errors import ConfigError
 from tally.settings_rules import SINK_NAMES
 
 SINK_CLASSES = {cls.name: cls for cls in (TimescaleSink, InfluxSink)}

@@ -16,11 +16,11 @@ import math
 from collections.abc import Sequence
 
 import psycopg
-from tally.ingest.flusher.deadline import SocketDeadline
-from tally.ingest.flusher.sink import BucketRow
 
 from tally.backends import COLUMNS, PRIMARY_KEY
 from tally.errors import SinkError
+from tally.ingest.flusher.deadline import SocketDeadline
+from tally.ingest.flusher.sink import BucketRow
 from tally.resolutions import RESOLUTIONS, TABLE
 
 TABLES = {r.code: r.table for r in TABLE}  # resolution code -> counts table
