@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from tally.errors import ConfigError
 from tally.keys import DAY, HOUR, MINUTE
 from tally.settings import Settings
+from tally.settings_rules import SINK_NAMES
 
 
 def parse_hot_keys(text: str) -> dict[tuple[str, str], int]:
@@ -33,7 +34,7 @@ class CountingConfig:
     bloom_error_rate: float = 0.001
     accepted_lateness: int = DAY
     outage_budget: int = 2 * DAY
-    sinks: tuple[str, ...] = ("timescale", "influx")
+    sinks: tuple[str, ...] = SINK_NAMES
     top_capacity: int = 10_000
     hot_keys: dict[tuple[str, str], int] = field(default_factory=dict)
 
