@@ -15,6 +15,10 @@ from __future__ import annotations
 COLUMNS = ("bucket", "counter", "key", "value", "uniques")
 PRIMARY_KEY = ("counter", "key", "bucket")
 
+# TimescaleDB `events` table (timescale/0005_events.sql), columns in table order: the
+# event log's lines (tally.ingest.counting.eventlog) are COPY text in this order.
+EVENT_COLUMNS = ("ts", "counter", "key", "id", "user", "value", "props", "received")
+
 # InfluxDB measurements, tags and fields.
 MEASUREMENT = "counts"  # per key: tags counter, key; fields value, uniques
 TOTALS_MEASUREMENT = "counts_total"  # per counter: tag counter; field value

@@ -66,6 +66,13 @@ class PartiallyAppliedError(TallyError):
         self.cause, self.accepted, self.duplicates = cause, accepted, duplicates
 
 
+class EventLogFullError(TallyError):
+    """The event log holds as many unarchived events as allowed; nothing of the batch counted.
+
+    The archiver drains the log into TimescaleDB; once it has, batches count again.
+    """
+
+
 class IdempotencyKeyReusedError(TallyError):
     """An Idempotency-Key came back with a different request than the one it first applied."""
 

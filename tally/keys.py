@@ -41,7 +41,8 @@ SHARD_NAMES = {  # after the shard's tag
     "top_all": "top:all",  # sorted set of keys by all-time count
     "dedup_ids": "ids:{generation}",  # exact dedup: members seen in one generation
     "bloom": "bloom:{generation}",  # bloom dedup: filter bitmap of one generation
-    "stats": "stats",  # hash of events/duplicates/value (exporter)
+    "stats": "stats",  # hash of events/duplicates/value (exporter) and log_backlog
+    "log": "log",  # stream: the shard's event log, one entry per accepted group (archiver)
     "absent": "absent",  # never created: apply.lua's type check of viewer sets
     "dirty": "dirty:{sink}",  # sorted set of dirty marks not yet in one sink
     "inflight": "inflight:{sink}:{token}",  # marks taken by one flusher run
@@ -155,6 +156,11 @@ class ShardKeys:
     def stats(self) -> str:
         """Hash of events/duplicates/value counted in this shard (for the exporter)."""
         return self.tag + SHARD_NAMES["stats"]
+
+    @property
+    def log(self) -> str:
+        """Stream of accepted events not yet archived to TimescaleDB (see docs/flusher.md)."""
+        return self.tag + SHARD_NAMES["log"]
 
     def dirty(self, sink: str) -> str:
         """Sorted set of "<minute>:<key>" marks not yet in one sink, scored by first-dirty time."""

@@ -65,6 +65,11 @@ class Settings:
     outage_budget: int = 2 * 24 * 3600
     hot_keys: str = ""  # "counter=key=shards" entries separated by newlines
     sinks: tuple[str, ...] = SINK_NAMES
+    # The raw event log: accepted events kept in a Redis Stream per shard until the
+    # flusher's archiver has them in TimescaleDB's `events` table.
+    event_log: bool = True
+    event_log_max: int = 1_000_000  # unarchived events per counter before ingest answers 503
+    events_retention: int = 35  # days the `events` table keeps
 
     # Ingest API.
     write_tokens: tuple[str, ...] = ()

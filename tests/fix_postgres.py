@@ -31,9 +31,9 @@ def postgres_dsn() -> str:
 
 
 def truncate_counts(dsn: str) -> None:
-    """Empty every counts table (one per resolution)."""
+    """Empty every counts table (one per resolution), the events and their log positions."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+        conn.execute(f"TRUNCATE {', '.join(TABLES)}, events, event_log_positions")
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ class ReferenceModel:
     viewers: dict[tuple[str, str, int], set[str]] = field(default_factory=lambda: defaultdict(set))
     applied: int = 0
     duplicates: int = 0
+    logged: list[Event] = field(default_factory=list)  # what the event log must hold, in order
 
     def _is_duplicate(self, event: Event, now: int, fresh: dict) -> bool:
         if event.id is None:
@@ -78,6 +79,7 @@ class ReferenceModel:
         self.seen.update(fresh)
         for event in counted:
             self._count(event)
+        self.logged.extend(counted)
         self.applied += len(counted)
         self.duplicates += duplicates
         return len(counted), duplicates

@@ -93,11 +93,12 @@ def test_script_flush_is_survived(redis_client, redis_cluster_client):
 
 
 def test_stats_and_dirty_marks(redis_client):
-    """Each shard's stats count events, duplicates and value; touched minutes are dirty per sink."""
+    """Each shard's stats count events, duplicates, value and the unarchived log; touched
+    minutes are dirty per sink."""
     apply_batch(redis_client, CONFIG, [event(id="a", value=5), event(id="a", value=5)], now=NOW)
     shard = keys.shard_keys("views", keys.key_shard("k", 16))
     assert redis_client.hgetall(shard.stats) == {b"events": b"1", b"duplicates": b"1",
-                                                 b"value": b"5"}
+                                                 b"value": b"5", b"log_backlog": b"1"}
     for sink in CONFIG.sinks:
         assert redis_client.zrange(shard.dirty(sink), 0, -1, withscores=True) == [
             (keys.dirty_member(NOW // 60, "k").encode(), NOW)]

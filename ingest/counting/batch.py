@@ -22,14 +22,20 @@ from typing import NamedTuple
 from redis.cluster import RedisCluster
 
 from tally import keys
-from tally.errors import CountOverflowError, PartiallyAppliedError, TallyError
+from tally.errors import (
+    CountOverflowError,
+    EventLogFullError,
+    PartiallyAppliedError,
+    TallyError,
+)
 from tally.events import Event
 from tally.ingest.counting import plan
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.counting.delivery import Lost, failed
 from tally.ingest.counting.scripts import call_many, error_of
 
-REFUSALS = {"TALLY_OVERFLOW": CountOverflowError}  # apply.lua's own refusal
+# apply.lua's own refusals
+REFUSALS = {"TALLY_OVERFLOW": CountOverflowError, "TALLY_LOG_FULL": EventLogFullError}
 log = logging.getLogger("tally.ingest")
 
 
@@ -44,6 +50,7 @@ def _script_args(config: CountingConfig, now: int, counters: list[str]) -> list:
     ttl_m, ttl_h, ttl_d = config.ttls
     return [now, config.dedup_mode, config.dedup_window, config.bloom_bits, config.bloom_hashes,
             ttl_m, ttl_h, ttl_d, config.viewers_ttl, config.top_capacity,
+            config.log_shard_max if config.event_log else 0,
             len(config.sinks), *config.sinks, keys.COUNTERS, len(counters), *counters]
 
 
@@ -77,13 +84,15 @@ def apply_batch(client, config: CountingConfig, events: Sequence[Event],
     """Count a batch of validated events; return applied and duplicate counts."""
     if not events:
         return BatchResult(0, 0)
-    now = int(time.time() if now is None else now)
+    received = time.time() if now is None else now
+    now = int(received)
     counters = sorted({event.counter for event in events})
     # The counter registry: written by the script itself on one Redis (so a
     # refused batch registers nothing), by a command alongside on a cluster.
     cluster = isinstance(client, RedisCluster)
     head = _script_args(config, now, [] if cluster else counters)
-    calls = _calls(client, head, plan.group_by_tag(config, events))
+    groups = plan.group_by_tag(config, events, received if config.event_log else None)
+    calls = _calls(client, head, groups)
     prelude = [("SADD", keys.COUNTERS, *counters)] if cluster else []
     replies = call_many(client, "apply", calls, prelude=prelude)
     if any(failed(reply) for reply in replies):

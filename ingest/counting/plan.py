@@ -7,6 +7,11 @@ and per (ts, value) run also lets the script compute bucket indexes and
 sums once per run instead of once per event. A repeat of a dedup identity
 (counter, key, id) inside the batch is decided here, first occurrence wins,
 as the script would; the script decides repeats of earlier batches.
+
+With the event log on, every event also carries its log line (eventlog.py):
+the lines of events with an id in the order of the group's members, so the
+script keeps those it did not find seen before, and the lines of the others
+(never duplicates) as one text.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Iterable
 
 from tally import keys
 from tally.events import Event
+from tally.ingest.counting import eventlog
 from tally.ingest.counting.config import CountingConfig
 
 
@@ -34,7 +40,8 @@ def event_shard(config: CountingConfig, event: Event) -> int:
 class _Run:
     """Events of one key with the same ts and value, ordered as the script reads them."""
 
-    __slots__ = ("members_user", "users", "members_plain", "plain_users", "plain")
+    __slots__ = ("members_user", "users", "members_plain", "plain_users", "plain",
+                 "lines_user", "lines_plain")
 
     def __init__(self) -> None:
         self.members_user: list[str] = []  # with id and user
@@ -42,58 +49,76 @@ class _Run:
         self.members_plain: list[str] = []  # with id, no user
         self.plain_users: list[str] = []  # no id, with user
         self.plain = 0  # no id, no user
+        self.lines_user: list[str] = []  # log lines of members_user, in their order
+        self.lines_plain: list[str] = []  # log lines of members_plain, in their order
 
-    def add(self, member: str | None, user: str | None) -> None:
-        """Append one event."""
+    def add(self, member: str | None, user: str | None, line: str | None,
+            lines_without_id: list[str]) -> None:
+        """Append one event (and its log line, when the log is on)."""
         if member is None:
             if user is None:
                 self.plain += 1
             else:
                 self.plain_users.append(user)
+            if line is not None:
+                lines_without_id.append(line)
         elif user is None:
             self.members_plain.append(member)
+            if line is not None:
+                self.lines_plain.append(line)
         else:
             self.members_user.append(member)
             self.users.append(user)
+            if line is not None:
+                self.lines_user.append(line)
 
 
 class TagGroup:
     """The events of one hash tag: in-batch duplicates and runs per key."""
 
-    __slots__ = ("duplicates", "keys", "spreads")
+    __slots__ = ("duplicates", "keys", "spreads", "received", "lines_without_id")
 
-    def __init__(self, spreads: dict[str, int] | None = None) -> None:
+    def __init__(self, spreads: dict[str, int] | None = None,
+                 received: str | None = None) -> None:
         self.duplicates = 0
         self.keys: dict[str, dict[tuple[int, int], _Run]] = {}
         self.spreads = spreads or {}  # the counter's hot keys: shards each is spread over
+        self.received = received  # the log's `received` column; None: the log is off
+        self.lines_without_id: list[str] = []
 
     def add(self, event: Event, member: str | None) -> None:
         """Append an event that is not a repeat inside the batch."""
+        line = None if self.received is None else eventlog.line(event, self.received)
         runs = self.keys.get(event.key)
         if runs is None:
             runs = self.keys[event.key] = {}
         run = runs.get((event.ts, event.value))
         if run is None:
             run = runs[(event.ts, event.value)] = _Run()
-        run.add(member, event.user)
+        run.add(member, event.user, line, self.lines_without_id)
 
     def payload(self, tag: str) -> list:
-        """The group as apply.lua reads it: [tag, duplicates, members, [[key, runs], ...]].
+        """The group as apply.lua reads it: [tag, duplicates, members, [[key, runs], ...]],
+        with the log on also [lines of the members, text of the other lines].
 
         A hot key carries its spread: the script bounds each shard's counts by
         the limit / spread, so the sum over the shards stays within 64 bits.
         """
-        members, entries = [], []
+        members, entries, lines = [], [], []
         for key, runs in self.keys.items():
             rows = []
             for (ts, value), run in runs.items():
                 members += run.members_user
                 members += run.members_plain
+                lines += run.lines_user
+                lines += run.lines_plain
                 rows.append([ts, value, len(run.members_user), len(run.members_plain), run.plain,
                              run.users + run.plain_users])
             spread = self.spreads.get(key)
             entries.append([key, rows] if spread is None else [key, rows, spread])
-        return [tag, self.duplicates, members, entries]
+        if self.received is None:
+            return [tag, self.duplicates, members, entries]
+        return [tag, self.duplicates, members, entries, lines, "".join(self.lines_without_id)]
 
 
 def hot_spreads(config: CountingConfig, counter: str) -> dict[str, int]:
@@ -102,8 +127,14 @@ def hot_spreads(config: CountingConfig, counter: str) -> dict[str, int]:
             if hot_counter == counter and config.spread(counter, key) > 1}
 
 
-def group_by_tag(config: CountingConfig, events: Iterable[Event]) -> dict[str, TagGroup]:
-    """Events grouped by hash tag; repeats of (counter, key, id) inside the batch are counted."""
+def group_by_tag(config: CountingConfig, events: Iterable[Event],
+                 received: float | None = None) -> dict[str, TagGroup]:
+    """Events grouped by hash tag; repeats of (counter, key, id) inside the batch are counted.
+
+    `received` (epoch seconds) is the log's `received` column of these
+    events; None leaves the log lines out (the log is off).
+    """
+    received_text = None if received is None else eventlog.timestamp_text(received)
     groups: dict[str, TagGroup] = {}
     homes: dict[tuple[str, str], str | None] = {}  # (counter, key) -> tag, None when hot
     seen: set[tuple[str, str]] = set()
@@ -117,7 +148,7 @@ def group_by_tag(config: CountingConfig, events: Iterable[Event]) -> dict[str, T
             tag = keys.tag(event.counter, event_shard(config, event))
         group = groups.get(tag)
         if group is None:
-            group = groups[tag] = TagGroup(hot_spreads(config, event.counter))
+            group = groups[tag] = TagGroup(hot_spreads(config, event.counter), received_text)
         member = None if event.id is None else keys.dedup_member(event.id, event.key)
         if member is not None:
             if (event.counter, member) in seen:

@@ -1,5 +1,8 @@
 """`tally flush [--once]`: every sink flushed by its own thread, on its own interval and backoff.
 
+With the event log on (TALLY_EVENT_LOG), the archiver (archive.py) is one
+more such worker, named "events": same lock, lease, backoff and health hash.
+
 Sinks are independent: each has a thread with its own Redis connection,
 sink connection, lock, lease and health hash, so a sink that hangs or fails
 (it backs off 1 s doubling to 60 s) never delays another, and its marks wait
@@ -21,7 +24,7 @@ import redis
 from tally import logs
 from tally.errors import SinkError
 from tally.ingest.counting.config import CountingConfig
-from tally.ingest.flusher import flush, lock, maintenance, metrics
+from tally.ingest.flusher import archive, flush, lock, maintenance, metrics
 from tally.ingest.flusher.sinks import build_sink
 from tally.redis_connect import connect, disconnect
 
@@ -42,17 +45,21 @@ def checkpoint_from_settings(settings):
 
 
 class SinkLoop:
-    """Flush state of one sink: when it may run next and how many failures in a row."""
+    """Flush state of one sink: when it may run next and how many failures in a row.
 
-    def __init__(self, sink):
-        self.sink, self.failures, self.next_run = sink, 0, 0.0
+    `run` is one run of the worker: flush.flush_sink for a sink,
+    archive.archive_run for the archiver.
+    """
+
+    def __init__(self, sink, run=flush.flush_sink):
+        self.sink, self.run, self.failures, self.next_run = sink, run, 0, 0.0
 
     def step(self, client, config, settings, checkpoint) -> bool:
         """One run with metrics; True on success, schedules a backoff on failure."""
         started, skipped_before = time.time(), self.sink.skipped_total
         error, result = None, flush.RunResult(0, 0, 0)
         try:
-            result = flush.flush_sink(client, config, self.sink, settings, checkpoint)
+            result = self.run(client, config, self.sink, settings, checkpoint)
         except (SinkError, lock.LockLost, redis.RedisError) as exc:
             error = str(exc) or type(exc).__name__
         self.failures = self.failures + 1 if error else 0
@@ -80,8 +87,9 @@ class SinkLoop:
 def run_maintenance(settings) -> None:
     """Retention step; failures are logged and retried at the next interval."""
     try:
-        dropped = maintenance.run_retention(settings.postgres_dsn, settings.sink_connect_timeout,
-                                            settings.sink_write_timeout)
+        dropped = maintenance.run_retention(
+            settings.postgres_dsn, settings.sink_connect_timeout, settings.sink_write_timeout,
+            events_days=settings.events_retention if settings.event_log else None)
         log.info("retention", extra={"fields": {"dropped_chunks": dropped}})
     except SinkError as exc:
         log.error("retention failed", extra={"fields": {"error": str(exc)}})
@@ -93,7 +101,9 @@ class SinkWorker:
     def __init__(self, name: str, settings, checkpoint, stop: threading.Event, once: bool):
         self.name, self.settings, self.checkpoint = name, settings, checkpoint
         self.stop, self.once = stop, once
-        self.loop = SinkLoop(build_sink(name, settings))  # configuration errors surface here
+        # Configuration errors surface here.
+        self.loop = (SinkLoop(archive.EventArchiver.from_settings(settings), archive.archive_run)
+                     if name == archive.NAME else SinkLoop(build_sink(name, settings)))
         # Generous timeout: one round reads and writes tens of thousands of buckets.
         self.client = connect(settings, timeout=60.0)
         self.ok = True  # every run succeeded (what --once reports)
@@ -115,7 +125,8 @@ class SinkWorker:
         next_maintenance = 0.0
         try:
             while not self.stop.is_set():
-                if self.name == "timescale" and time.monotonic() >= next_maintenance:
+                if self.name == maintenance_worker(settings) and \
+                        time.monotonic() >= next_maintenance:
                     run_maintenance(settings)
                     next_maintenance = time.monotonic() + settings.flush_maintenance_interval
                 self.ok = loop.step(client, config, settings, self.checkpoint) and self.ok
@@ -129,6 +140,17 @@ class SinkWorker:
             disconnect(client)
 
 
+def worker_names(settings) -> list[str]:
+    """The flusher's workers: one per sink, and the archiver when the event log is on."""
+    return [*settings.sinks, *([archive.NAME] if settings.event_log else [])]
+
+
+def maintenance_worker(settings) -> str | None:
+    """The worker that runs TimescaleDB retention: the TimescaleDB sink's, else the archiver's."""
+    return next((name for name in ("timescale", archive.NAME) if name in worker_names(settings)),
+                None)
+
+
 def main(args, settings) -> int:
     """Entry point of `tally flush`."""
     logs.setup()
@@ -136,7 +158,8 @@ def main(args, settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     checkpoint = checkpoint_from_settings(settings)
-    workers = [SinkWorker(name, settings, checkpoint, stop, args.once) for name in settings.sinks]
+    workers = [SinkWorker(name, settings, checkpoint, stop, args.once)
+               for name in worker_names(settings)]
     for worker in workers:
         worker.thread.start()
     for worker in workers:

@@ -75,7 +75,7 @@ def apply_migrations(dsn: str, reader_password: str = "") -> list[str]:
 
 def main(args, settings: Settings) -> int:
     """`tally migrate`: bring each configured sink's schema up to date, and say what changed."""
-    if "timescale" in settings.sinks:
+    if "timescale" in settings.sinks or settings.event_log:  # the archiver writes `events`
         try:
             names = apply_migrations(settings.postgres_dsn, settings.reader_password)
         except psycopg.Error as exc:

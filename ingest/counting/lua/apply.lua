@@ -34,8 +34,10 @@
 -- (single) tag on a cluster and only routes the call.
 --
 -- ARGV: now, dedup_mode, window, bloom_bits, bloom_hashes, ttl_m, ttl_h, ttl_d,
---       ttl_viewers, top_capacity, sink_count, sinks..., registry, counter_count,
---       counters..., payload
+--       ttl_viewers, top_capacity, log_max, sink_count, sinks..., registry,
+--       counter_count, counters..., payload
+-- log_max: 0 when the event log is off, else the unarchived events a shard's
+--   log may hold before the shard's batches are refused (TALLY_LOG_FULL).
 -- registry, counters: on one Redis the script adds the batch's counters to
 --   the counter registry set itself, so a refused batch does not register
 --   them either (a cluster sends counter_count 0: the registry lives in
@@ -51,6 +53,11 @@
 --            users]: a events with id and user, b with id and no user, c
 --            with neither; `users` holds the a users, then the users of the
 --            run's events without an id.
+--   With the log on, two more items: the log lines (COPY text, see
+--   ingest/counting/eventlog.py) of the members' events, in members' order,
+--   and the lines of the group's events without an id as one text. The
+--   group's log entry (XADD <tag>log * n <events> e <lines>) holds the
+--   lines of exactly the events it counted: a duplicate is never logged.
 -- Returns {applied, duplicates, keys (or "key field") that could not be updated}.
 
 -- The script is this file's parts, concatenated by ingest/counting/loader.py
@@ -68,19 +75,21 @@ local cfg = {
   generation = floor(now / math.max(1, floor(window / 2))),
   bloom_bits = tonumber(ARGV[4]), bloom_hashes = tonumber(ARGV[5]),
   ttl = {m = tonumber(ARGV[6]), h = tonumber(ARGV[7]), d = tonumber(ARGV[8])},
-  ttl_viewers = tonumber(ARGV[9]), top_capacity = tonumber(ARGV[10]), sinks = {},
+  ttl_viewers = tonumber(ARGV[9]), top_capacity = tonumber(ARGV[10]),
+  log_max = tonumber(ARGV[11]), sinks = {},
 }
-local sink_count = tonumber(ARGV[11])
-for i = 1, sink_count do cfg.sinks[i] = ARGV[11 + i] end
-local registry, counter_count = ARGV[12 + sink_count], tonumber(ARGV[13 + sink_count])
+local sink_count = tonumber(ARGV[12])
+for i = 1, sink_count do cfg.sinks[i] = ARGV[12 + i] end
+local registry, counter_count = ARGV[13 + sink_count], tonumber(ARGV[14 + sink_count])
 local counters = {}
-for i = 1, counter_count do counters[i] = ARGV[13 + sink_count + i] end
-local groups = cjson.decode(ARGV[14 + sink_count + counter_count])
+for i = 1, counter_count do counters[i] = ARGV[14 + sink_count + i] end
+local groups = cjson.decode(ARGV[15 + sink_count + counter_count])
 
 local planned = {}
 for i, group in ipairs(groups) do planned[i] = plan_group(group, cfg) end
 if counter_count > 0 then read(pcall_('SCARD', registry), registry, 'set') end
--- The first write: everything below cannot fail.
+-- The first writes: the log entries, undone if one fails; nothing after them can fail.
+append_logs(planned)
 local applied, duplicates, damaged = 0, 0, {}
 for _, state in ipairs(planned) do
   state.damaged = damaged

@@ -18,7 +18,7 @@ local SAFE = 9007199254740991
 local LIMIT = 9.2e18
 
 -- Refusals: the Python side maps the code word to its own error.
-local OVERFLOW, STATE = 'TALLY_OVERFLOW', 'TALLY_STATE'
+local OVERFLOW, STATE, LOG_FULL = 'TALLY_OVERFLOW', 'TALLY_STATE', 'TALLY_LOG_FULL'
 local function refuse(code, message) error({err = code .. ' ' .. message}) end
 
 -- Variadic commands go out in chunks below Lua's unpack limit (a batch may

@@ -33,12 +33,14 @@ local function check_sets(names, absent)
   end
 end
 
--- Stats fields must be numbers HINCRBY / HINCRBYFLOAT accept.
+-- Stats fields must be numbers HINCRBY / HINCRBYFLOAT accept; returns the
+-- events the shard's log holds unarchived (field log_backlog).
 local function plan_stats(state)
   local name = K.stats(state.tag)
-  local got = read(pcall_('HMGET', name, 'events', 'duplicates', 'value'), name, 'hash')
-  for i, field in ipairs({'events', 'duplicates'}) do
-    local v = got[i]
+  local got = read(pcall_('HMGET', name, 'events', 'duplicates', 'value', 'log_backlog'),
+    name, 'hash')
+  for _, at in ipairs({{1, 'events'}, {2, 'duplicates'}, {4, 'log_backlog'}}) do
+    local v, field = got[at[1]], at[2]
     if v and not (is_integer_text(v) and tonumber(v) < LIMIT) then
       refuse(STATE, 'field ' .. field .. ' of ' .. name .. ' is not an integer count')
     end
@@ -46,6 +48,25 @@ local function plan_stats(state)
   if got[3] and not (is_float_text(got[3]) and tonumber(got[3]) < math.huge) then
     refuse(STATE, 'field value of ' .. name .. ' is not a number')
   end
+  return tonumber(got[4] or 0)
+end
+
+-- The group's log entry: the lines of its accepted events (payload items 5
+-- and 6, see apply.lua), or nil when the log is off or nothing was accepted.
+-- Refused when the shard's log already holds cfg.log_max unarchived events.
+local function plan_log(state, group, backlog, cfg)
+  if cfg.log_max == 0 or state.events == 0 then return nil end
+  local name = K.log(state.tag)
+  read(pcall_('XLEN', name), name, 'stream')
+  if backlog >= cfg.log_max then
+    refuse(LOG_FULL, 'the event log of ' .. state.tag .. ' holds ' .. backlog ..
+      ' events not yet archived to TimescaleDB (the bound is ' .. cfg.log_max .. ' per shard)')
+  end
+  local lines, seen, text = group[5], state.seen, {group[6]}
+  for j = 1, #lines do
+    if not seen[j] then text[#text + 1] = lines[j] end
+  end
+  return {name = name, text = table.concat(text)}
 end
 
 local function describe_total(state)
@@ -140,6 +161,6 @@ local function plan_group(group, cfg)
   end
   local top_all = K.top_all(tag)
   state.sizes.all = read(pcall_('ZCARD', top_all), top_all, 'zset')
-  plan_stats(state)
+  state.log = plan_log(state, group, plan_stats(state), cfg)
   return state
 end

@@ -122,4 +122,24 @@ local function write_group(state, cfg)
   if state.events > 0 then call('HINCRBY', stats, 'events', state.events) end
   if state.duplicates > 0 then call('HINCRBY', stats, 'duplicates', state.duplicates) end
   if state.value > 0 then call('HINCRBYFLOAT', stats, 'value', state.value) end
+  if state.log then call('HINCRBY', stats, 'log_backlog', state.events) end
+end
+
+-- The log entries of every group go first, before any other write: XADD is
+-- the one write that can still fail (a foreign stream ID at its maximum, or
+-- maxmemory, which Redis checks at a script's first write), and when it does
+-- the entries already added are deleted again, so the batch changes nothing.
+local function append_logs(planned)
+  local added = {}
+  for _, state in ipairs(planned) do
+    local log = state.log
+    if log then
+      local id = pcall_('XADD', log.name, '*', 'n', state.events, 'e', log.text)
+      if type(id) == 'table' then
+        for _, entry in ipairs(added) do call('XDEL', entry[1], entry[2]) end
+        error(id)
+      end
+      added[#added + 1] = {log.name, id}
+    end
+  end
 end
