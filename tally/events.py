@@ -19,15 +19,19 @@ COUNTER_PATTERN = re.compile(r"[a-z0-9_]{1,64}")
 MAX_KEY_BYTES = 256
 MAX_ID_BYTES = 128
 MAX_USER_BYTES = 128
+# Props: a few short descriptive texts per event, for the raw event log (docs/events.md).
+MAX_PROPS = 16
+MAX_PROP_BYTES = 256
 # Lua (the batch step) sums in doubles: stay where every integer is exact.
 MAX_VALUE = 2**53 - 1
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)",
                      re.ASCII)  # ASCII: \d must not match other scripts' digits
-FIELDS = frozenset({"counter", "key", "id", "user", "value", "ts"})
+FIELDS = frozenset({"counter", "key", "id", "user", "value", "ts", "props"})
 # What leaving out an optional field means; JSON null never means it (an "id": null
 # taken as no id would count every retry of the event).
 WHEN_ABSENT = {"id": "an event without id", "user": "an event without user",
-               "value": "the value 1", "ts": "the time of arrival"}
+               "value": "the value 1", "ts": "the time of arrival",
+               "props": "an event without props"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,15 @@ class Event:
     value: int = 1
     id: str | None = None
     user: str | None = None
+    props: Mapping[str, str] | None = None  # kept in the event log, not counted
+
+
+class _Problems(ValueError):
+    """Several (field, message) problems of one field: props name their entries."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__(problems)
+        self.problems = problems
 
 
 def _text(raw: Mapping, name: str, limit: int, required: bool) -> str | None:
@@ -50,6 +63,11 @@ def _text(raw: Mapping, name: str, limit: int, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    return _checked_text(value, limit)
+
+
+def _checked_text(value: str, limit: int) -> str:
+    """The rule every free text follows: 1 to `limit` bytes of printable UTF-8."""
     if not value:
         raise ValueError("must not be empty")
     if len(value.encode("utf-8", "surrogatepass")) > limit:
@@ -61,6 +79,48 @@ def _text(raw: Mapping, name: str, limit: int, required: bool) -> str | None:
     except UnicodeEncodeError:
         raise ValueError("must be valid UTF-8 (no lone surrogates)") from None
     return value
+
+
+# A prop value of another JSON type: the hint says how to send it as text.
+_NOT_TEXT = [(bool, "must be a string (props values are text; send booleans as strings)"),
+             (int | float, "must be a string (props values are text; send numbers as strings)"),
+             (object, "must be a string (props values are text, not lists or objects)")]
+
+
+def _prop_value(value: object) -> str:
+    if value is None:
+        raise ValueError("must not be null; leave the entry out for no value")
+    if not isinstance(value, str):
+        raise ValueError(next(message for kind, message in _NOT_TEXT if isinstance(value, kind)))
+    return _checked_text(value, MAX_PROP_BYTES)
+
+
+def _shown(name: str) -> str:
+    """A prop name as a message quotes it: escaped, and a long one cut (it is wrong anyway)."""
+    return repr(name if len(name) <= 80 else name[:64] + "…")
+
+
+def _props(raw: Mapping) -> dict[str, str] | None:
+    """The props as a plain dict (None for `{}`); every bad entry is its own problem."""
+    props = raw.get("props")
+    if props is None:
+        return None
+    if not isinstance(props, Mapping):
+        raise ValueError("must be a JSON object of names to text values")
+    if len(props) > MAX_PROPS:
+        raise ValueError(f"must have at most {MAX_PROPS} entries, not {len(props)}")
+    problems = []
+    for name, value in props.items():
+        if not (isinstance(name, str) and COUNTER_PATTERN.fullmatch(name)):
+            problems.append(("props", f"name {_shown(name)} must match [a-z0-9_]{{1,64}}"))
+            continue
+        try:
+            _prop_value(value)
+        except ValueError as exc:
+            problems.append((f"props.{name}", str(exc)))
+    if problems:
+        raise _Problems(problems)
+    return dict(props) or None
 
 
 def _counter(raw: Mapping) -> str:
@@ -128,6 +188,7 @@ def validate_event(raw: object, now: float, lateness: int, skew: int) -> tuple[E
         "user": lambda r: _text(r, "user", MAX_USER_BYTES, False),
         "value": _value,
         "ts": lambda r: _ts(r, now, lateness, skew),
+        "props": _props,
     }
     for name, check in checks.items():
         if name in raw and raw[name] is None:
@@ -137,6 +198,8 @@ def validate_event(raw: object, now: float, lateness: int, skew: int) -> tuple[E
             continue
         try:
             parsed[name] = check(raw)
+        except _Problems as exc:
+            problems.extend(exc.problems)
         except ValueError as exc:
             problems.append((name, str(exc)))
     if problems:

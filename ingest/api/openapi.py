@@ -9,13 +9,21 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from tally.events import MAX_KEY_BYTES, MAX_VALUE
+from tally.events import MAX_KEY_BYTES, MAX_PROP_BYTES, MAX_PROPS, MAX_VALUE
 
 PROBLEM = "application/problem+json"
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
         "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
         "description": f"printable UTF-8, at most {MAX_KEY_BYTES} bytes"}
 COUNTER = {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}
+# maxLength counts characters, the limit is bytes of UTF-8: the API refuses some strings the
+# schema allows (multibyte ones), never the other way round.
+PROPS = {"type": "object", "maxProperties": MAX_PROPS, "propertyNames": COUNTER,
+         "additionalProperties": {**TEXT, "maxLength": MAX_PROP_BYTES,
+                                  "description": f"printable UTF-8, 1 to {MAX_PROP_BYTES} "
+                                                 "bytes (not characters)"},
+         "description": "text kept with the event in the raw event log (not counted); "
+                        "numbers and booleans are refused: send them as strings"}
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}
 # Printable ASCII but space, quote, comma and backslash, bare or as a quoted string (the IETF
@@ -108,7 +116,7 @@ def _schemas() -> dict:
         "Event": obj(["counter", "key"], counter=COUNTER, key=TEXT,
                      id=TEXT, user=TEXT,
                      value={"type": "integer", "minimum": 1, "maximum": MAX_VALUE},
-                     ts={**TIME, "description": "default: now"}),
+                     ts={**TIME, "description": "default: now"}, props=PROPS),
         "Problem": problem, "ValidationProblem": problem, "Entry": entry,
         "BatchResult": obj(["accepted", "duplicates"], accepted={"type": "integer"},
                            duplicates={"type": "integer"}),
