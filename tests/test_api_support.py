@@ -60,7 +60,8 @@ def snapshot(client) -> dict:
     for name in client.scan_iter(count=1000):
         kind = client.type(name).decode()
         value = {"string": client.get, "hash": client.hgetall, "set": client.smembers,
-                 "zset": lambda n: client.zrange(n, 0, -1, withscores=True)}[kind](name)
+                 "zset": lambda n: client.zrange(n, 0, -1, withscores=True),
+                 "stream": client.xrange}[kind](name)
         state[name] = (kind, value, client.ttl(name) > 0)
     return state
 

@@ -16,7 +16,7 @@ NOW = 1_800_000_123
 # Pairs that a naive "kind:time:key" scheme or a brace in the key could confuse.
 HOSTILE = ["a", "a:b", "m:1", "1:a", "{t:views:0}", "{x}", "}{", "{", "}", "a b", " ", "ü",
            "😀", "total", "top:all", "uv:1:a", "日本語", "k" * 256]
-NO_TTL = {"total", "top:all", "uvc:all", "stats", "dirty:timescale", "dirty:influx"}
+NO_TTL = {"total", "top:all", "uvc:all", "stats", "log", "dirty:timescale", "dirty:influx"}
 
 
 def hostile_batch() -> list[Event]:

@@ -168,7 +168,7 @@ def test_log_off_writes_no_stream(redis_client, redis_url, pg_dsn):
 
 def test_full_log_refuses_whole_batches_until_archived(redis_client, redis_url, pg_dsn):
     """Past TALLY_EVENT_LOG_MAX a batch counts nothing (EventLogFullError); archiving frees it."""
-    settings = _settings(redis_url, pg_dsn, event_log_max=40, shards=4)  # 10 per shard
+    settings = _settings(redis_url, pg_dsn, event_log_max=10, shards=4)
     config = CountingConfig.from_settings(settings)
     now, model = int(time.time()), ReferenceModel()
     first = [Event("views", "k", now, id=f"a{i}") for i in range(10)]

@@ -59,7 +59,7 @@ def test_flush_logs_json(redis_url, redis_client, postgres_dsn, influx):
     lines = json_lines(done.stderr)
     assert_shape(lines)
     flushed = [line for line in lines if line["message"] == "flushed"]
-    assert {line["sink"] for line in flushed} == {"timescale", "influx"}
+    assert {line["sink"] for line in flushed} == {"timescale", "influx", "events"}  # + archiver
     assert lines[-1]["message"] == "stopped" and lines[-1]["ok"] is True
 
 

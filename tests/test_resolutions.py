@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from tally.backends import COLUMNS, PRIMARY_KEY
+from tally.backends import COLUMNS, EVENT_COLUMNS, PRIMARY_KEY
 from tally.ingest.api import openapi
 from tally.ingest.flusher.influx_setup import ensure_influx, influx_query
 from tally.resolutions import TABLE, TABLES
@@ -34,7 +34,9 @@ def _interval(conn, text: str) -> str:
 
 
 def test_migrations_create_exactly_the_tables_and_columns_of_the_table(pg_conn):
-    assert sorted(name for (name,) in pg_conn.execute(HYPERTABLES)) == sorted(TABLES)
+    # The counts tables, and the raw events (timescale/0005_events.sql, EVENT_COLUMNS).
+    assert sorted(name for (name,) in pg_conn.execute(HYPERTABLES)) == sorted([*TABLES, "events"])
+    assert tuple(c for (c,) in pg_conn.execute(COLUMNS_OF, ["events"])) == EVENT_COLUMNS
     for table in TABLES:
         assert tuple(c for (c,) in pg_conn.execute(COLUMNS_OF, [table])) == COLUMNS
         assert tuple(c for (c,) in pg_conn.execute(PRIMARY_KEY_OF, [table])) == PRIMARY_KEY

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from tally.errors import (
     CountOverflowError,
+    EventLogFullError,
     IdempotencyKeyReusedError,
     NotAppliedError,
     OutcomeUnknownError,
@@ -116,6 +117,18 @@ def _overflow(exc: CountOverflowError) -> Response:
                             extra={"accepted": exc.accepted, "duplicates": exc.duplicates}))
 
 
+# Seconds a client waits before resending a batch the full event log refused: the
+# archiver drains the log once per flush interval (10 s by default).
+LOG_FULL_RETRY_AFTER = 10
+
+
+def _log_full(exc: EventLogFullError) -> Response:
+    log.warning("event log full: %s", exc)
+    return response(Problem(503, "event-log-full", "Event log full",
+                            f"{exc}; nothing of the batch was counted: retry later",
+                            headers={"Retry-After": str(LOG_FULL_RETRY_AFTER)}))
+
+
 def _state(exc: RedisStateError) -> Response:
     log.error("redis holds data tally cannot use: %s", exc)
     return response(Problem(500, "redis-state-invalid", "Redis holds data Tally cannot use",
@@ -150,6 +163,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(NotAppliedError, _not_applied)
     app.register_error_handler(OutcomeUnknownError, _outcome_unknown)
     app.register_error_handler(PartiallyAppliedError, _partially_applied)
+    app.register_error_handler(EventLogFullError, _log_full)
     app.register_error_handler(RedisStateError, _state)
     app.register_error_handler(ScriptError, _script)
     app.register_error_handler(IdempotencyKeyReusedError, _idempotency)

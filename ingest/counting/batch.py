@@ -50,7 +50,7 @@ def _script_args(config: CountingConfig, now: int, counters: list[str]) -> list:
     ttl_m, ttl_h, ttl_d = config.ttls
     return [now, config.dedup_mode, config.dedup_window, config.bloom_bits, config.bloom_hashes,
             ttl_m, ttl_h, ttl_d, config.viewers_ttl, config.top_capacity,
-            config.log_shard_max if config.event_log else 0,
+            config.event_log_max if config.event_log else 0,
             len(config.sinks), *config.sinks, keys.COUNTERS, len(counters), *counters]
 
 

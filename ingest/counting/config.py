@@ -38,7 +38,7 @@ class CountingConfig:
     top_capacity: int = 10_000
     hot_keys: dict[tuple[str, str], int] = field(default_factory=dict)
     event_log: bool = True
-    event_log_max: int = 1_000_000  # unarchived events per counter (each shard its share)
+    event_log_max: int = 1_000_000  # unarchived events one log stream (counter shard) may hold
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CountingConfig:
@@ -82,11 +82,6 @@ class CountingConfig:
         """Optimal number of hash functions for bloom_bits."""
         per_shard = max(1, math.ceil(self.bloom_capacity / self.shards))
         return max(1, round(self.bloom_bits / per_shard * math.log(2)))
-
-    @property
-    def log_shard_max(self) -> int:
-        """Unarchived events one shard's log may hold before its batches are refused."""
-        return max(1, math.ceil(self.event_log_max / self.shards))
 
     def spread(self, counter: str, key: str) -> int:
         """How many shards a key is spread over (1 unless configured hot)."""

@@ -37,7 +37,8 @@
 --       ttl_viewers, top_capacity, log_max, sink_count, sinks..., registry,
 --       counter_count, counters..., payload
 -- log_max: 0 when the event log is off, else the unarchived events a shard's
---   log may hold before the shard's batches are refused (TALLY_LOG_FULL).
+--   log may hold before the shard's batches are refused (TALLY_LOG_FULL; a
+--   batch is refused once the log is full, so it may pass the bound by one batch).
 -- registry, counters: on one Redis the script adds the batch's counters to
 --   the counter registry set itself, so a refused batch does not register
 --   them either (a cluster sends counter_count 0: the registry lives in

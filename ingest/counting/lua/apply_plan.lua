@@ -60,7 +60,7 @@ local function plan_log(state, group, backlog, cfg)
   read(pcall_('XLEN', name), name, 'stream')
   if backlog >= cfg.log_max then
     refuse(LOG_FULL, 'the event log of ' .. state.tag .. ' holds ' .. backlog ..
-      ' events not yet archived to TimescaleDB (the bound is ' .. cfg.log_max .. ' per shard)')
+      ' events not yet archived to TimescaleDB (TALLY_EVENT_LOG_MAX is ' .. cfg.log_max .. ')')
   end
   local lines, seen, text = group[5], state.seen, {group[6]}
   for j = 1, #lines do
