@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from redis.cluster import RedisCluster
 
 from tally import keys
 from tally.errors import CountOverflowError, EventLogFullError
@@ -19,6 +20,7 @@ from tally.ingest.counting import reads
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import archive
+from tally.redis_connect import disconnect
 from tests.flusher_support import make_settings
 from tests.reference_model import ReferenceModel
 
@@ -182,6 +184,27 @@ def test_full_log_refuses_whole_batches_until_archived(redis_client, redis_url, 
     assert apply_batch(redis_client, config, refused, now=now) == model.apply(refused, now)
     archive_all(redis_client, settings)
     assert stored_events(pg_dsn) == Counter(_row(e) for e in model.logged)
+
+
+def test_full_shard_refuses_a_cluster_batch_before_any_shard_counts(
+        redis_cluster_client, redis_cluster_url, pg_dsn):
+    """On a cluster a batch over a full shard and others counts in none of them (503, not a
+    500 partially-applied), also from a process that never saw the shard fill."""
+    settings = _settings(redis_cluster_url, pg_dsn, redis_cluster=True, event_log_max=10)
+    config = CountingConfig.from_settings(settings)
+    now = int(time.time())
+    apply_batch(redis_cluster_client, config, [Event("views", "k", now)] * 10, now=now)
+    spread = [Event("views", f"k{i}", now) for i in range(40)]
+    assert len({keys.key_shard(e.key, config.shards) for e in spread}) > 2
+    fresh = RedisCluster.from_url(redis_cluster_url)  # as another process, that saw nothing
+    try:
+        for client in (redis_cluster_client, fresh):
+            with pytest.raises(EventLogFullError):
+                apply_batch(client, config, [*spread, Event("views", "k", now)], now=now)
+    finally:
+        disconnect(fresh)
+    assert all(reads.total(redis_cluster_client, config, "views", e.key) == 0 for e in spread)
+    assert backlog(redis_cluster_client, config) == (10, 1)
 
 
 def test_entries_stored_but_not_trimmed_are_not_stored_again(redis_client, redis_url, pg_dsn):

@@ -29,7 +29,7 @@ from tally.errors import (
     TallyError,
 )
 from tally.events import Event
-from tally.ingest.counting import plan
+from tally.ingest.counting import backpressure, plan
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.counting.delivery import Lost, failed
 from tally.ingest.counting.scripts import call_many, error_of
@@ -94,7 +94,13 @@ def apply_batch(client, config: CountingConfig, events: Sequence[Event],
     groups = plan.group_by_tag(config, events, received if config.event_log else None)
     calls = _calls(client, head, groups)
     prelude = [("SADD", keys.COUNTERS, *counters)] if cluster else []
+    if cluster and config.event_log:
+        backpressure.check(client, groups, config.event_log_max)
     replies = call_many(client, "apply", calls, prelude=prelude)
+    if cluster and config.event_log:
+        for tag, reply in zip(groups, replies, strict=True):
+            if not failed(reply):
+                backpressure.record(client, tag, reply[3])
     if any(failed(reply) for reply in replies):
         raise _failure(replies)
     for name in (name for reply in replies for name in reply[2]):

@@ -59,7 +59,8 @@
 --   and the lines of the group's events without an id as one text. The
 --   group's log entry (XADD <tag>log * n <events> e <lines>) holds the
 --   lines of exactly the events it counted: a duplicate is never logged.
--- Returns {applied, duplicates, keys (or "key field") that could not be updated}.
+-- Returns {applied, duplicates, keys (or "key field") that could not be updated,
+-- the largest backlog of a log written (ingest/counting/backpressure.py)}.
 
 -- The script is this file's parts, concatenated by ingest/counting/loader.py
 -- after the key prelude (K, from tally/keys.py) in this order:
@@ -91,11 +92,12 @@ for i, group in ipairs(groups) do planned[i] = plan_group(group, cfg) end
 if counter_count > 0 then read(pcall_('SCARD', registry), registry, 'set') end
 -- The first writes: the log entries, undone if one fails; nothing after them can fail.
 append_logs(planned)
-local applied, duplicates, damaged = 0, 0, {}
+local applied, duplicates, damaged, fullest = 0, 0, {}, 0
 for _, state in ipairs(planned) do
   state.damaged = damaged
   write_group(state, cfg)
   applied, duplicates = applied + state.events, duplicates + state.duplicates
+  fullest = math.max(fullest, state.backlog + (state.log and state.events or 0))
 end
 if counter_count > 0 then call('SADD', registry, unpack(counters)) end
-return {applied, duplicates, damaged}
+return {applied, duplicates, damaged, fullest}

@@ -161,6 +161,7 @@ local function plan_group(group, cfg)
   end
   local top_all = K.top_all(tag)
   state.sizes.all = read(pcall_('ZCARD', top_all), top_all, 'zset')
-  state.log = plan_log(state, group, plan_stats(state), cfg)
+  state.backlog = plan_stats(state)
+  state.log = plan_log(state, group, state.backlog, cfg)
   return state
 end
