@@ -68,7 +68,7 @@ class Settings:
     # The raw event log: accepted events kept in a Redis Stream per shard until the
     # flusher's archiver has them in TimescaleDB's `events` table.
     event_log: bool = True
-    event_log_max: int = 1_000_000  # unarchived events per log stream before ingest answers 503
+    event_log_max: int = 250_000  # unarchived events per log stream before ingest answers 503
     events_retention: int = 35  # days the `events` table keeps
 
     # Ingest API.

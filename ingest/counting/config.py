@@ -38,7 +38,7 @@ class CountingConfig:
     top_capacity: int = 10_000
     hot_keys: dict[tuple[str, str], int] = field(default_factory=dict)
     event_log: bool = True
-    event_log_max: int = 1_000_000  # unarchived events one log stream (counter shard) may hold
+    event_log_max: int = 250_000  # unarchived events one log stream (counter shard) may hold
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CountingConfig:

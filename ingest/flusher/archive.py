@@ -42,6 +42,7 @@ from tally.ingest.flusher.timescale import connect, statement_timeout_sql
 NAME = "events"  # the archiver's name as a flusher worker: its lock, health hash and logs
 ENTRIES_PER_STREAM = 64  # per stream and round; an entry holds one batch's events of a shard
 MAX_ROUNDS = 200  # bound one run, like the sinks' runs
+INTERVAL = 1.0  # seconds between runs at most (TALLY_FLUSH_INTERVAL when shorter)
 COLUMN_LIST = ", ".join(f'"{column}"' for column in EVENT_COLUMNS)  # "user" is a keyword
 COPY_EVENTS = f"COPY events ({COLUMN_LIST}) FROM STDIN"
 ENSURE_POSITIONS = """INSERT INTO event_log_positions (stream, last_ms, last_seq)

@@ -106,6 +106,10 @@ class SinkWorker:
                      if name == archive.NAME else SinkLoop(build_sink(name, settings)))
         # Generous timeout: one round reads and writes tens of thousands of buckets.
         self.client = connect(settings, timeout=60.0)
+        # The archiver runs at least every second: a busy shard's log reaches its
+        # bound (TALLY_EVENT_LOG_MAX) long before a 10 s interval would drain it.
+        self.interval = (min(settings.flush_interval, archive.INTERVAL)
+                         if name == archive.NAME else settings.flush_interval)
         self.ok = True  # every run succeeded (what --once reports)
         self.crashed = False
         self.thread = threading.Thread(target=self.run, name=f"flush-{name}", daemon=True)
@@ -132,8 +136,7 @@ class SinkWorker:
                 self.ok = loop.step(client, config, settings, self.checkpoint) and self.ok
                 if self.once:
                     break
-                wait = settings.flush_interval if not loop.failures else \
-                    loop.next_run - time.monotonic()
+                wait = self.interval if not loop.failures else loop.next_run - time.monotonic()
                 self.stop.wait(max(0.05, wait))
         finally:
             loop.sink.close()
