@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 from tally import keys
 from tally.errors import CountOverflowError, EventLogFullError
 from tally.events import Event
+from tally.ingest.api import close_app
 from tally.ingest.counting import reads
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
@@ -23,6 +24,7 @@ from tally.ingest.flusher import archive
 from tally.redis_connect import disconnect
 from tests.flusher_support import make_settings
 from tests.reference_model import ReferenceModel
+from tests.test_api_support import W, make_app
 
 HOSTILE_KEYS = ["video:1", "a b", "back\\slash", "tab-free\\t", "ключ", "🎬", "{brace}", "x,y=z",
                 "quote'\"", "\\N", *[f"k{i}" for i in range(12)]]
@@ -108,6 +110,44 @@ def test_events_table_holds_each_accepted_event_exactly_once(request, cluster, p
     archive_all(client, settings)
     assert stored_events(pg_dsn) == Counter(_row(e) for e in model.logged)
     assert backlog(client, config) == (0, 0)
+
+
+def _raw(event: Event, rng: random.Random) -> dict:
+    """The event as a client sends it: optional fields left out, ts as a number or RFC 3339."""
+    raw = {"counter": event.counter, "key": event.key, "value": event.value,
+           "ts": event.ts if rng.random() < 0.5 else
+           datetime.fromtimestamp(event.ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    raw |= {name: getattr(event, name) for name in ("id", "user", "props")
+            if getattr(event, name) is not None}
+    return raw
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "cluster"])
+def test_events_posted_through_the_api_are_logged_exactly_once(request, cluster, pg_dsn):
+    """The same, through the real API: retried requests, late and out-of-order events,
+    hostile keys and props; every answer's counts equal the model's."""
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    client = request.getfixturevalue("redis_cluster_client" if cluster else "redis_client")
+    app = make_app(url, redis_cluster=cluster, rate_limits="api=100000/60", shards=4)
+    api = app.test_client()
+    settings = _settings(url, pg_dsn, redis_cluster=cluster)
+    rng, model = random.Random(29), ReferenceModel()
+    try:
+        for step in range(6):
+            now = time.time()
+            batch = _events(rng, now - 60, 80)
+            body = [_raw(e, rng) for e in batch]
+            for _ in range(2 if step % 2 else 1):  # odd steps: the request is sent twice
+                answer = api.post("/v1/events", json=body, headers=W)
+                assert answer.status_code == 200, answer.json
+                accepted, duplicates = model.apply(batch, int(time.time()))
+                assert answer.json == {"accepted": accepted, "duplicates": duplicates}
+            if step == 3:
+                archive_all(client, settings)
+    finally:
+        close_app(app)
+    archive_all(client, settings)
+    assert stored_events(pg_dsn) == Counter(_row(e) for e in model.logged)
 
 
 def test_received_is_when_the_batch_was_counted(redis_client, redis_url, pg_dsn):
