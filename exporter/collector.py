@@ -13,6 +13,11 @@ A scrape emits, for example::
     tally_flusher_last_success_timestamp_seconds{sink="timescale"} 1.7623e+09
     tally_flusher_rows_total{sink="timescale"} 88120.0
     tally_dirty_buckets{sink="influx"} 310.0
+    tally_event_log_backlog_events{counter="views"} 5120.0
+    tally_event_log_backlog_entries{counter="views"} 40.0
+    tally_event_log_fullest_stream_events{counter="views"} 610.0
+    tally_event_log_oldest_age_seconds{counter="views"} 3.1
+    tally_event_log_max_events 1e+06
     tally_redis_memory_used_bytes 7.4e+07
     tally_redis_memory_max_bytes 1.073741824e+09
     tally_redis_memory_used_ratio 0.069
@@ -65,7 +70,11 @@ def counter_families(snap: Snapshot) -> Iterator[Metric]:
 
 
 def flusher_families(snap: Snapshot) -> Iterator[Metric]:
-    """Lag per sink (from Redis itself), flusher health per sink, and dirty marks waiting."""
+    """Lag per sink (from Redis itself), flusher health per sink, and dirty marks waiting.
+
+    With the event log on, the archiver is one more sink, "events": its health
+    hash is written like a sink's, and its lag is the oldest unarchived entry's age.
+    """
     f = snap.flushers
     yield _family(GaugeMetricFamily, "tally_flusher_lag_seconds",
                   "Age of the oldest mark not yet stored in the sink (dirty or in flight).",
@@ -89,6 +98,33 @@ def flusher_families(snap: Snapshot) -> Iterator[Metric]:
     yield _family(GaugeMetricFamily, "tally_dirty_buckets",
                   "Minute buckets marked dirty and not yet taken by a flusher.", ["sink"],
                   sorted(snap.dirty.items()))
+
+
+def event_log_families(snap: Snapshot) -> Iterator[Metric]:
+    """What the archiver still owes TimescaleDB per counter, and the per-stream bound.
+
+    Gauges, not counters: the batch step raises them and the archiver's trim lowers them.
+    """
+    log = snap.event_log
+    if log is None:
+        return
+    c = log.counters
+    yield _family(GaugeMetricFamily, "tally_event_log_backlog_events",
+                  "Events in the counter's log streams not yet archived to TimescaleDB.",
+                  ["counter"], [(s.counter, s.backlog_events) for s in c])
+    yield _family(GaugeMetricFamily, "tally_event_log_backlog_entries",
+                  "Entries (one per batch and shard) in the counter's log streams.",
+                  ["counter"], [(s.counter, s.backlog_entries) for s in c])
+    yield _family(GaugeMetricFamily, "tally_event_log_fullest_stream_events",
+                  "Unarchived events of the counter's fullest log stream (one shard); at "
+                  "tally_event_log_max_events ingest refuses its batches (503 event-log-full).",
+                  ["counter"], [(s.counter, s.fullest_stream_events) for s in c])
+    yield _family(GaugeMetricFamily, "tally_event_log_oldest_age_seconds",
+                  "Age of the counter's oldest unarchived log entry (0 when none).",
+                  ["counter"], [(s.counter, s.oldest_age_seconds) for s in c])
+    yield GaugeMetricFamily("tally_event_log_max_events",
+                            "Unarchived events one log stream may hold (TALLY_EVENT_LOG_MAX).",
+                            value=log.max_events)
 
 
 def redis_families(snap: Snapshot) -> Iterator[Metric]:
@@ -136,6 +172,7 @@ class TallyCollector(Collector):
         if snap is not None:
             yield from counter_families(snap)
             yield from flusher_families(snap)
+            yield from event_log_families(snap)
             yield from redis_families(snap)
         yield CounterMetricFamily("tally_scrape_errors", "Scrapes that could not read Redis.",
                                   value=self.errors)

@@ -2,7 +2,8 @@
 
 A scrape is two pipelined round trips (discovery, then every per-counter and
 per-shard number, the oldest dirty or in-flight mark of each shard and sink
-among them) plus one small pipeline per counter for its top keys
+and, with the event log on, each shard's log backlog among them: see
+eventlog.py) plus one small pipeline per counter for its top keys
 (`reads.top`). On a Redis Cluster, unique users of a counter merge HyperLogLogs
 from different slots through `reads.pfcount_across_slots`.
 """
@@ -15,12 +16,14 @@ from typing import NamedTuple
 from redis.cluster import RedisCluster
 
 from tally import keys
+from tally.exporter import eventlog
 from tally.ingest.counting import reads
 from tally.ingest.counting.config import CountingConfig
-from tally.ingest.flusher import handoff
+from tally.ingest.flusher import archive, handoff
 
 # Leaderboards reported per scrape, at most (per-board series stay bounded).
 MAX_BOARDS = 100
+STATS_FIELDS = ("events", "value", "duplicates")  # summed over shards per counter
 FLUSHER_FIELDS = ("last_duration_seconds", "rows_total", "errors_total", "last_run")
 WINDOWS = {"hour": ("h", keys.HOUR), "day": ("d", keys.DAY)}
 
@@ -37,7 +40,7 @@ class CounterStats(NamedTuple):
 
 
 class FlusherHealth(NamedTuple):
-    """One sink's flusher health as the flusher last wrote it."""
+    """One flusher worker's health (a sink's, or the archiver's) as the flusher last wrote it."""
 
     sink: str
     last_duration_seconds: float
@@ -62,10 +65,12 @@ class Snapshot(NamedTuple):
     counters: tuple[CounterStats, ...]
     flushers: tuple[FlusherHealth, ...]
     dirty: dict[str, int]  # sink -> dirty marks waiting
-    lag: dict[str, float]  # sink -> age of its oldest dirty or in-flight mark (0 when drained)
+    lag: dict[str, float]  # sink -> age of its oldest dirty or in-flight mark (0 when drained);
+    # with the event log on, also the archiver ("events") -> age of the oldest unarchived entry
     boards: tuple[tuple[str, int], ...]  # (board, members)
     memory: RedisMemory
     keys: int
+    event_log: eventlog.EventLog | None  # None when the event log is off
 
 
 def redis_memory(infos) -> RedisMemory:
@@ -89,12 +94,17 @@ def _server_stats(client) -> tuple[RedisMemory, int]:
     return redis_memory([memory]), size
 
 
-def _discover(client, sinks: tuple[str, ...]) -> tuple[list[str], list[str], list[dict]]:
+def _workers(config: CountingConfig) -> tuple[str, ...]:
+    """Names of the flusher's workers, whose health hashes the scrape reads: sinks, archiver."""
+    return (*config.sinks, *((archive.NAME,) if config.event_log else ()))
+
+
+def _discover(client, workers: tuple[str, ...]) -> tuple[list[str], list[str], list[dict]]:
     pipe = client.pipeline(transaction=False)
     pipe.smembers(keys.COUNTERS)
     pipe.smembers(keys.LEADERBOARDS)
-    for sink in sinks:
-        pipe.hgetall(keys.flusher_health(sink))
+    for worker in workers:
+        pipe.hgetall(keys.flusher_health(worker))
     counters, boards, *flushers = pipe.execute()
     return (sorted(m.decode() for m in counters),
             sorted(m.decode() for m in boards)[:MAX_BOARDS], flushers)
@@ -113,8 +123,11 @@ def _flusher(sink: str, raw: dict) -> FlusherHealth | None:
 
 def _queue_counter(pipe, config: CountingConfig, counter: str, sinks, indexes, cluster: bool):
     shards = [keys.shard_keys(counter, s) for s in range(config.shards)]
+    stats_fields = STATS_FIELDS + (("log_backlog",) if config.event_log else ())
     for index, shard in enumerate(shards):
-        pipe.hmget(shard.stats, "events", "value", "duplicates")
+        pipe.hmget(shard.stats, *stats_fields)
+        if config.event_log:
+            eventlog.queue_shard(pipe, shard)
         for sink in sinks:
             pipe.zcard(shard.dirty(sink))
             handoff.queue_oldest(pipe, handoff.Shard(counter, index), sink)
@@ -126,14 +139,19 @@ def _queue_counter(pipe, config: CountingConfig, counter: str, sinks, indexes, c
 def _take_counter(results, config: CountingConfig, sinks, windows, dirty: dict[str, int],
                   oldest: dict[str, list]):
     totals = [0, 0, 0]
+    backlogs, heads = [], []
     for _ in range(config.shards):
-        for i, raw in enumerate(next(results)):
+        stats = next(results)
+        for i, raw in enumerate(stats[:len(STATS_FIELDS)]):
             totals[i] += float(raw or 0)  # `value` is a float (HINCRBYFLOAT); all are counters
+        if config.event_log:
+            backlogs.append(stats[len(STATS_FIELDS)])
+            heads.append(next(results))
         for sink in sinks:
             dirty[sink] += next(results)
             oldest[sink].append(next(results))
     uniques = {window: next(results) for window in windows}
-    return totals, uniques
+    return totals, uniques, backlogs, heads
 
 
 def _cluster_uniques(client, config: CountingConfig, counter: str, indexes) -> dict[str, int]:
@@ -150,7 +168,8 @@ def read_snapshot(client, config: CountingConfig, top_n: int,
     sinks = config.sinks
     cluster = isinstance(client, RedisCluster)
     indexes = {window: (res, int(now // seconds)) for window, (res, seconds) in WINDOWS.items()}
-    counters, boards, flusher_hashes = _discover(client, sinks)
+    workers = _workers(config)
+    counters, boards, flusher_hashes = _discover(client, workers)
     pipe = client.pipeline(transaction=False)
     for counter in counters:
         _queue_counter(pipe, config, counter, sinks, indexes, cluster)
@@ -159,20 +178,24 @@ def read_snapshot(client, config: CountingConfig, top_n: int,
     results = iter(pipe.execute())
     dirty = dict.fromkeys(sinks, 0)
     oldest: dict[str, list] = {sink: [] for sink in sinks}
-    stats = []
+    stats, logs = [], []
     for counter in counters:
-        (events, value, dups), uniques = _take_counter(
+        (events, value, dups), uniques, backlogs, heads = _take_counter(
             results, config, sinks, () if cluster else indexes, dirty, oldest)
+        logs.append(eventlog.counter_stats(counter, backlogs, heads, now))
         if cluster:
             uniques = _cluster_uniques(client, config, counter, indexes)
         top = reads.top(client, config, counter, top_n, day=indexes["day"][1]) if top_n else []
         stats.append(CounterStats(counter, events, value, dups, uniques, tuple(top)))
     board_sizes = tuple((board, next(results)) for board in boards)
-    flushers = tuple(f for sink, raw in zip(sinks, flusher_hashes, strict=True)
-                     if (f := _flusher(sink, raw)) is not None)
+    flushers = tuple(f for worker, raw in zip(workers, flusher_hashes, strict=True)
+                     if (f := _flusher(worker, raw)) is not None)
     lag = {sink: _age(handoff.oldest_of(replies), now) for sink, replies in oldest.items()}
+    log = eventlog.EventLog(config.event_log_max, tuple(logs)) if config.event_log else None
+    if log is not None:
+        lag[archive.NAME] = log.oldest_age_seconds
     memory, size = _server_stats(client)
-    return Snapshot(tuple(stats), flushers, dirty, lag, board_sizes, memory, size)
+    return Snapshot(tuple(stats), flushers, dirty, lag, board_sizes, memory, size, log)
 
 
 def _age(first_dirty: float | None, now: float) -> float:

@@ -68,6 +68,7 @@ EXPECTED = {
     ("tally_top_key_count", (("counter", "views"), ("key", "video:1"), ("window", "day"))): 3,
     ("tally_flusher_lag_seconds", (("sink", "influx"),)): 2.5,
     ("tally_flusher_lag_seconds", (("sink", "timescale"),)): 2.5,
+    ("tally_flusher_lag_seconds", (("sink", "events"),)): 0,  # see the event log below
     ("tally_flusher_last_duration_seconds", (("sink", "timescale"),)): 0.25,
     ("tally_flusher_last_run_timestamp_seconds", (("sink", "timescale"),)): NOW - 1,
     ("tally_flusher_last_success_timestamp_seconds", (("sink", "timescale"),)): NOW - 20,
@@ -79,11 +80,25 @@ EXPECTED = {
     ("tally_leaderboard_members", (("board", "season1"),)): 3,
     ("tally_leaderboard_members", (("board", "weekly"),)): 1,
     ("tally_redis_memory_max_bytes", ()): 0,  # the test servers run without maxmemory
+    # The event log (on by default): one entry per batch and shard; video:1 and video:3 share
+    # a shard (5 events), video:2 has another. The scrape's clock (2025) is before Redis' time
+    # of the appends, so the oldest entry counts as new (tests/test_exporter_event_log.py
+    # measures ages on the real clock).
+    ("tally_event_log_backlog_events", (("counter", "likes"),)): 1,
+    ("tally_event_log_backlog_events", (("counter", "views"),)): 7,
+    ("tally_event_log_backlog_entries", (("counter", "likes"),)): 1,
+    ("tally_event_log_backlog_entries", (("counter", "views"),)): 2,
+    ("tally_event_log_fullest_stream_events", (("counter", "likes"),)): 1,
+    ("tally_event_log_fullest_stream_events", (("counter", "views"),)): 5,
+    ("tally_event_log_oldest_age_seconds", (("counter", "likes"),)): 0,
+    ("tally_event_log_oldest_age_seconds", (("counter", "views"),)): 0,
+    ("tally_event_log_max_events", ()): CONFIG.event_log_max,
     ("tally_scrape_errors_total", ()): 0,
 }
 MEASURED = ("tally_redis_memory_used_bytes", "tally_redis_keys", "tally_scrape_duration_seconds")
 DRAINED = {("tally_flusher_lag_seconds", (("sink", "influx"),)): 0,
-           ("tally_flusher_lag_seconds", (("sink", "timescale"),)): 0}
+           ("tally_flusher_lag_seconds", (("sink", "timescale"),)): 0,
+           ("tally_flusher_lag_seconds", (("sink", "events"),)): 0}
 
 
 def scrape(client, top_n: int = 2, at: float = SCRAPED_AT) -> dict:
@@ -113,7 +128,8 @@ def test_empty_redis_reports_up_and_nothing_per_counter(redis_client):
     assert exact == {("tally_up", ()): 1, ("tally_scrape_errors_total", ()): 0,
                      ("tally_dirty_buckets", (("sink", "influx"),)): 0,
                      ("tally_dirty_buckets", (("sink", "timescale"),)): 0,
-                     ("tally_redis_memory_max_bytes", ()): 0, **DRAINED}
+                     ("tally_redis_memory_max_bytes", ()): 0,
+                     ("tally_event_log_max_events", ()): CONFIG.event_log_max, **DRAINED}
 
 
 def test_unreachable_redis_reports_down_and_no_stale_numbers():
@@ -187,9 +203,9 @@ def test_lag_counts_in_flight_marks_of_a_dead_flusher(redis_client):
     shards = handoff.discover(redis_client, CONFIG.shards)
     assert handoff.take(redis_client, shards, "timescale", "dead", 1000, deadline=NOW + 1)
     apply_batch(redis_client, CONFIG, [Event("views", "video:1", NOW + 60)], now=NOW + 60)
-    assert _lags(redis_client, at=NOW + 100) == {"timescale": 100, "influx": 100}
+    assert _lags(redis_client, at=NOW + 100) == {"timescale": 100, "influx": 100, "events": 0}
     handoff.release(redis_client, shards, "timescale", "dead")
-    assert _lags(redis_client, at=NOW + 100) == {"timescale": 40, "influx": 100}
+    assert _lags(redis_client, at=NOW + 100) == {"timescale": 40, "influx": 100, "events": 0}
 
 
 @pytest.mark.parametrize("cluster", [False, True])
