@@ -3,11 +3,13 @@ and real archiver runs (Redis, Redis Cluster, TimescaleDB)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections import Counter
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tally import keys
@@ -18,6 +20,7 @@ from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import archive
 from tally.ingest.flusher.loop import SinkLoop
+from tally.settings import PROJECT_ROOT
 from tests.flusher_support import make_settings
 
 SHARDS = 4
@@ -183,3 +186,15 @@ def test_promtool_accepts_the_exposition(redis_client):
                           timeout=60)
     problems = (done.stdout + done.stderr).decode()
     assert done.returncode == 0, problems
+
+
+def test_event_log_alerts_read_series_the_exporter_writes(redis_client):
+    """Every tally_event_log_* name in the alert rules is a family a real scrape yields."""
+    rules = yaml.safe_load((PROJECT_ROOT / "prometheus" / "rules" / "tally.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]
+             if rule.get("alert", "").startswith("TallyEventLog")]
+    read = {name for expr in exprs for name in re.findall(r"tally_event_log_\w+", expr)}
+    apply_batch(redis_client, CountingConfig(shards=SHARDS), views(range(3)))
+    written = {family.name for family in registry_for(
+        redis_client, CountingConfig(shards=SHARDS), time.time()).collect()}
+    assert len(exprs) == 2 and read and read <= written
