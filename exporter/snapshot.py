@@ -146,7 +146,7 @@ def _take_counter(results, config: CountingConfig, sinks, windows, dirty: dict[s
             totals[i] += float(raw or 0)  # `value` is a float (HINCRBYFLOAT); all are counters
         if config.event_log:
             backlogs.append(stats[len(STATS_FIELDS)])
-            heads.append(next(results))
+            heads.append((next(results), next(results)))
         for sink in sinks:
             dirty[sink] += next(results)
             oldest[sink].append(next(results))
