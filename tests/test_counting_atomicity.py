@@ -9,6 +9,7 @@ compare every key byte for byte (DUMP and expiry) before and after.
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from tally import keys
 from tally.errors import CountOverflowError, RedisStateError
 from tally.events import MAX_VALUE, Event
-from tally.ingest.counting import reads
+from tally.ingest.counting import eventlog, reads
 from tally.ingest.counting.batch import BatchResult, apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tests.redis_dump import changed, dump_all
@@ -182,7 +183,8 @@ PRELOAD = 1020  # events of MAX_VALUE for key P: 9.187e18, so two more overflow 
 spec = st.fixed_dictionaries({
     "key": st.sampled_from(["P", "k", "hot", "{x}"]), "value": st.sampled_from(VALUES),
     "age": st.sampled_from(AGES), "id": st.sampled_from([None, None, "a", "b", "c"]),
-    "user": st.sampled_from([None, "u1", "u2", "🙂"])})
+    "user": st.sampled_from([None, "u1", "u2", "🙂"]),
+    "props": st.sampled_from([None, {"c": "DE"}, {"q": "a\\b", "n": "🙂"}])})
 batch_specs = st.tuples(st.lists(spec, min_size=1, max_size=12), st.integers(0, 3))
 stream_specs = st.tuples(
     st.booleans(), st.sampled_from([(False, None), (True, None), (False, "u"), (True, "u")]),
@@ -200,7 +202,8 @@ def event_of(raw: dict, now: int) -> Event:
         # 2^53. A retry of a hot key's event carries its user (the user picks the shard).
         value = min(value, 2**40)
         user = HOT_USERS.get(raw["id"], user)
-    return Event("views", raw["key"], now - raw["age"], value=value, id=raw["id"], user=user)
+    return Event("views", raw["key"], now - raw["age"], value=value, id=raw["id"], user=user,
+                 props=raw["props"])
 
 
 def batches_of(draw, rng: random.Random) -> list[list[Event]]:
@@ -225,6 +228,21 @@ def only_keys_of_other_tags(before: dict, after: dict, tag: str) -> None:
     assert [n for n in changed(before, after) if n.startswith(tag.encode())] == []
 
 
+def logged(client, config: CountingConfig) -> Counter:
+    """The lines in the log streams of counter views, without their `received` column."""
+    lines: Counter = Counter()
+    for shard in range(config.shards):
+        names = keys.shard_keys("views", shard)
+        for _, fields in client.xrange(names.log):
+            lines.update(line.rsplit(b"\t", 1)[0] for line in fields[b"e"].splitlines())
+    return lines
+
+
+def model_lines(model: ReferenceModel) -> Counter:
+    """The lines the model's counted events have in the log (without `received`)."""
+    return Counter(eventlog.line(e, "-").encode().rsplit(b"\t", 1)[0] for e in model.logged)
+
+
 def check_stream(client, config: CountingConfig, draw, seed: int) -> None:
     """Apply the batches to Redis and to the model: refusals agree and change nothing."""
     flush(client)
@@ -247,6 +265,7 @@ def check_stream(client, config: CountingConfig, draw, seed: int) -> None:
         else:
             assert tuple(result) == model.apply(events, now)
     assert mismatches(client, config, model, "views", k=5) == []
+    assert logged(client, config) == model_lines(model)  # in the log iff counted
 
 
 CONFIGS = {
