@@ -69,7 +69,8 @@ PROBLEM_MEANING = {
          "ids), redis-state-invalid, redis-script-failed (nothing was applied), internal",
     503: "not applied: Redis refused or never received the request (redis-unavailable, "
          "redis-out-of-memory, redis-loading, redis-busy, redis-read-only, "
-         "redis-cluster-unavailable, redis-script-missing); retrying after Retry-After is safe",
+         "redis-cluster-unavailable, redis-script-missing), or, for events, the event log holds "
+         "its bound of unarchived events (event-log-full); retrying after Retry-After is safe",
     504: "outcome-unknown: the write reached Redis but no answer came back, so it may have been "
          "applied; retry only events with ids and increments with their Idempotency-Key",
 }
