@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fix_influx",
     "tests.fix_prometheus",
     "tests.fix_api",
+    "tests.fix_browser",
 ]
 
 
