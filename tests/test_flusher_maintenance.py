@@ -28,3 +28,19 @@ def test_retention_drops_expired_chunks_only(pg_conn, postgres_dsn):
         kept = {r[0] for r in pg_conn.execute(f"SELECT key FROM {table}")}
         assert kept == {str(d) for d in recent}
     assert run_retention(postgres_dsn) == []
+
+
+def _insert_event(conn, days: float) -> None:
+    conn.execute("INSERT INTO events (ts, counter, key, value, received) "
+                 "VALUES (now() - %s * interval '1 day', 'c', %s, 1, now())", [days, str(days)])
+
+
+def test_events_keep_their_retention_setting(pg_conn, postgres_dsn):
+    """The events table keeps TALLY_EVENTS_RETENTION days (day chunks), and only when asked."""
+    for days in (0.01, 3, 9.5, 12, 40):
+        _insert_event(pg_conn, days)
+    assert run_retention(postgres_dsn) == []  # the event log off: events are left alone
+    assert len(run_retention(postgres_dsn, events_days=35)) == 1  # the 40-day-old chunk
+    assert len(run_retention(postgres_dsn, events_days=8)) == 2
+    kept = {r[0] for r in pg_conn.execute("SELECT key FROM events")}
+    assert kept == {"0.01", "3"}
