@@ -53,7 +53,7 @@ from tally.stack.process import free_ports  # noqa: E402
 NEEDS = {"postgres"}  # and a redis-server of its own
 ROUNDS = int(os.environ.get("BENCH_EVENT_LOG_ROUNDS", "3"))
 INGEST_EVENTS = 50_000  # per timed case and round, as bench_counting
-CHUNK = 5 * BATCH  # the log on and off alternate every CHUNK events
+CHUNK = BATCH  # the log on and off alternate every CHUNK events (each batch)
 ARCHIVE_EVENTS = int(os.environ.get("BENCH_EVENT_LOG_ARCHIVE", "200000"))
 MEMORY_EVENTS = 100_000
 COUNTRIES = ["DE", "FR", "US", "GB", "JP", "BR", "IN", "NL"]
@@ -64,15 +64,21 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+def _second(i: int, n: int) -> int:
+    """The ts of event i of n: spread evenly over the hour before NOW, as a live stream's are
+    (one shared ts would let the B-tree indexes deduplicate to nearly nothing)."""
+    return NOW - 3600 + i * 3600 // n
+
+
 def rich_events(n: int, prefix: str, keys: list[str]) -> list[Event]:
     """n events with an id, a user and two props (country, plan)."""
-    return [Event("views", keys[i], NOW, id=f"{prefix}{i}", user=f"u{i % 100_000}",
+    return [Event("views", keys[i], _second(i, n), id=f"{prefix}{i}", user=f"u{i % 100_000}",
                   props={"country": COUNTRIES[i % 8], "plan": PLANS[i % 3]}) for i in range(n)]
 
 
 def bare_events(n: int, prefix: str, keys: list[str]) -> list[Event]:
     """n events without id, user or props."""
-    return [Event("views", keys[i], NOW) for i in range(n)]
+    return [Event("views", keys[i], _second(i, n)) for i in range(n)]
 
 
 SHAPES = {"id+user+2 props": rich_events, "no id/user/props": bare_events}
