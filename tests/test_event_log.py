@@ -247,6 +247,21 @@ def test_full_shard_refuses_a_cluster_batch_before_any_shard_counts(
     assert backlog(redis_cluster_client, config) == (10, 1)
 
 
+def test_a_log_emptied_by_hand_stops_refusing(redis_client, redis_url, pg_dsn):
+    """Entries deleted by hand leave a backlog with nothing behind it; the archiver's next
+    run sees the empty stream and clears it, so ingest is not refused for ever."""
+    settings = _settings(redis_url, pg_dsn, event_log_max=5, shards=4)
+    config = CountingConfig.from_settings(settings)
+    now = int(time.time())
+    apply_batch(redis_client, config, [Event("views", "k", now)] * 5, now=now)
+    redis_client.delete(keys.shard_keys("views", keys.key_shard("k", 4)).log)
+    with pytest.raises(EventLogFullError):
+        apply_batch(redis_client, config, [Event("views", "k", now)], now=now)
+    archive_all(redis_client, settings)
+    assert backlog(redis_client, config) == (0, 0)
+    assert apply_batch(redis_client, config, [Event("views", "k", now)], now=now) == (1, 0)
+
+
 def test_entries_stored_but_not_trimmed_are_not_stored_again(redis_client, redis_url, pg_dsn):
     """A crash between the commit and the trim: the next run stores nothing twice."""
     settings = _settings(redis_url, pg_dsn)

@@ -80,19 +80,33 @@ def _entry(shard: handoff.Shard, entry_id: bytes, fields: dict) -> Entry:
 
 def read_entries(client, shards: Sequence[handoff.Shard], count: int) -> list[Entry]:
     """Up to `count` oldest entries of each shard's log, in stream order."""
+    return read_round(client, shards, count)[0]
+
+
+def read_round(client, shards: Sequence[handoff.Shard],
+               count: int) -> tuple[list[Entry], list[handoff.Shard]]:
+    """(entries as read_entries, the shards whose empty log still claims a backlog)."""
     if not shards:
-        return []
+        return [], []
     pipe = client.pipeline(transaction=False)
     for shard in shards:
         pipe.xrange(shard.keys.log, count=count)
-    return [_entry(shard, entry_id, fields)
-            for shard, reply in zip(shards, pipe.execute(), strict=True)
-            for entry_id, fields in reply]
+        pipe.hget(shard.keys.stats, "log_backlog")
+    replies = pipe.execute()
+    entries, stale = [], []
+    for shard, reply, backlog in zip(shards, replies[::2], replies[1::2], strict=True):
+        entries += [_entry(shard, entry_id, fields) for entry_id, fields in reply]
+        if not reply and int(backlog or 0):
+            stale.append(shard)
+    return entries, stale
 
 
-def trim(client, entries: Sequence[Entry]) -> int:
-    """Delete stored entries from their streams; return the events taken off the backlog."""
-    by_shard: dict[handoff.Shard, list] = {}
+def trim(client, entries: Sequence[Entry], settle: Sequence[handoff.Shard] = ()) -> int:
+    """Delete stored entries from their streams; return the events taken off the backlog.
+
+    `settle`: shards with no entry whose backlog is reset if their log is still empty.
+    """
+    by_shard: dict[handoff.Shard, list] = {shard: [] for shard in settle}
     for entry in entries:
         by_shard.setdefault(entry.shard, []).extend([entry.id, entry.events])
     pipe = client.pipeline(transaction=False)
@@ -189,13 +203,14 @@ def archive_run(client, config: CountingConfig, archiver: EventArchiver, setting
             if not active:
                 break
             lock.renew(client, NAME, token, lease)
-            entries = read_entries(client, active, ENTRIES_PER_STREAM)
+            entries, stale = read_round(client, active, ENTRIES_PER_STREAM)
             if not entries:
+                trim(client, [], stale)
                 break
             checkpoint(f"read:{NAME}")
             fresh = archiver.store(entries)
             checkpoint(f"archived:{NAME}")
-            trim(client, entries)
+            trim(client, entries, stale)
             checkpoint(f"trimmed:{NAME}")
             entries_read += len(entries)
             events_stored += sum(entry.events for entry in fresh)
