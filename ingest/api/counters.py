@@ -9,6 +9,7 @@ from flask import Blueprint, request
 from tally.ingest.api import params, series
 from tally.ingest.api.auth import READ, scope
 from tally.ingest.api.extensions import resources
+from tally.ingest.api.openapi import MAX_BULK_KEYS
 from tally.ingest.counting import reads
 from tally.keys import DAY, HOUR
 
@@ -19,8 +20,11 @@ MAX_TOP = 1000
 @bp.get("/v1/counters/<counter>")
 @scope(READ)
 def counter_key(counter: str):
-    """Total, exact unique views (today, all time) and approximate uniques (hour, day)."""
+    """One key: its counts and uniques; several keys (`key=a&key=b…`): their totals."""
     params.counter(counter)
+    names = request.args.getlist("key")
+    if len(names) > 1:
+        return bulk_totals(counter, names)
     key = params.text_arg("key")
     res, now = resources(), int(time.time())
     day, hour = now // DAY, now // HOUR
@@ -33,6 +37,19 @@ def counter_key(counter: str):
         "uniques": {"hour": reads.uniques(client, config, counter, key, "h", [hour]),
                     "day": reads.uniques(client, config, counter, key, "d", [day])},
     }
+
+
+def bulk_totals(counter: str, names: list[str]) -> dict:
+    """All-time totals of up to MAX_BULK_KEYS keys, in request order, in one Redis pipeline."""
+    if len(names) > MAX_BULK_KEYS:
+        raise params.invalid("key", f"is given {len(names)} times; at most {MAX_BULK_KEYS} "
+                                    "keys per request")
+    for i, name in enumerate(names):
+        params.text_value(f"key[{i}]", name)
+    res = resources()
+    found = reads.totals(res.client, res.config, counter, names)
+    return {"counter": counter,
+            "keys": [{"key": k, "total": t} for k, t in zip(names, found, strict=True)]}
 
 
 @bp.get("/v1/counters/<counter>/series")

@@ -30,6 +30,7 @@ TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]
 # draft's sf-string form): UUIDs, ULIDs and base64 fit; a repeated header arrives comma-joined.
 _KEY_TEXT = r"[!#-+\--\[\]-~]{1,255}"
 IDEMPOTENCY_KEY = f'^({_KEY_TEXT}|"{_KEY_TEXT}")$'
+MAX_BULK_KEYS = 1000  # keys of one bulk read of totals (GET /v1/counters/{counter})
 RATE_HEADERS = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
                                 "description": "whole seconds until a slot frees"}}
 
@@ -128,6 +129,10 @@ def _schemas() -> dict:
                                        all_time={"type": "integer"}),
                       uniques=obj(["hour", "day"], hour={"type": "integer"},
                                   day={"type": "integer"})),
+        "Totals": obj(["counter", "keys"], counter={"type": "string"},
+                      keys={"type": "array", "items": obj(
+                          ["key", "total"], key={"type": "string"},
+                          total={"type": "integer"})}),
         "Series": obj(["counter", "key", "step", "from", "to", "history", "points"],
                       counter={"type": "string"}, key={"type": "string"},
                       step={"enum": ["1m", "1h", "1d"]}, history={
@@ -166,6 +171,10 @@ def _events() -> dict:
 
 def _counters() -> dict:
     counter, key = path("counter", COUNTER), query("key", TEXT, True)
+    keys = {**query("key", {"type": "array", "items": TEXT, "minItems": 1,
+                            "maxItems": MAX_BULK_KEYS}, True,
+                    f"repeat for a bulk read of totals (at most {MAX_BULK_KEYS} keys)"),
+            "style": "form", "explode": True}
     step = query("step", {"enum": ["1m", "1h", "1d"], "default": "1m"})
     span = [query("from", TIME, description="RFC 3339 or epoch s; default to - 1 h/24 h/30 d"),
             query("to", TIME, description="RFC 3339 or epoch seconds; default now")]
@@ -174,9 +183,10 @@ def _counters() -> dict:
            query("date", {"type": "string", "format": "date"})]
     return {
         "/v1/counters/{counter}": {"get": op(
-            "A key's total, unique views and approximate uniques",
-            {"200": ok(ref("Counts")), **problems(400, 404)}, scope="read",
-            parameters=[counter, key])},
+            "One key's total, unique views and approximate uniques; several keys' totals",
+            {"200": ok({"oneOf": [ref("Counts"), ref("Totals")]},
+                       "one key: Counts; two or more: Totals, in request order"),
+             **problems(400, 404)}, scope="read", parameters=[counter, keys])},
         "/v1/counters/{counter}/series": {"get": op(
             "A key's counts per bucket (to - from: at most 10,080 steps)",
             {"200": ok(ref("Series")), **problems(400, 404)}, scope="read",

@@ -30,6 +30,31 @@ def total(client, config: CountingConfig, counter: str, key: str) -> int:
     return sum(_sum_fields(client, [(s.total, key) for s in _shards(config, counter, key)]))
 
 
+def totals(client, config: CountingConfig, counter: str,
+           names: Sequence[str]) -> list[int]:
+    """Real-time all-time counts of many keys, in the order given, in one pipeline.
+
+    Keys of one shard share its total hash, so the pipeline holds one HMGET per
+    shard hash touched (at most `shards` of them, however many keys) and a hot
+    key's count is summed over its spread. On a Redis Cluster the pipeline sends
+    each node its commands at once: one round trip per node.
+    """
+    wanted: dict[str, list[str]] = defaultdict(list)  # total hash -> keys read from it
+    for key in dict.fromkeys(names):
+        for shard in _shards(config, counter, key):
+            wanted[shard.total].append(key)
+    if not wanted:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for name, fields in wanted.items():
+        pipe.hmget(name, fields)
+    sums: dict[str, int] = defaultdict(int)
+    for fields, values in zip(wanted.values(), pipe.execute(), strict=True):
+        for key, value in zip(fields, values, strict=True):
+            sums[key] += int(value or 0)
+    return [sums[key] for key in names]
+
+
 def bucket_values(client, config: CountingConfig, counter: str, key: str, resolution: str,
                   indexes: Sequence[int]) -> dict[int, int]:
     """Counts of a key per minute/hour/day index (0 where Redis holds nothing)."""
