@@ -240,7 +240,7 @@ def logged(client, config: CountingConfig) -> Counter:
 
 def model_lines(model: ReferenceModel) -> Counter:
     """The lines the model's counted events have in the log (without `received`)."""
-    return Counter(eventlog.line(e, "-").encode().rsplit(b"\t", 1)[0] for e in model.logged)
+    return Counter(eventlog.line(e, "-").rsplit(b"\t", 1)[0] for e in model.logged)
 
 
 def check_stream(client, config: CountingConfig, draw, seed: int) -> None:

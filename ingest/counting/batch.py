@@ -57,9 +57,9 @@ def _script_args(config: CountingConfig, now: int, counters: list[str]) -> list:
 def _calls(client, head: list, groups: dict[str, plan.TagGroup]) -> list[tuple[str, list]]:
     """(routing key, args) per call: one call per tag on a cluster, one call in all on one Redis."""
     if isinstance(client, RedisCluster):
-        return [(tag + "stats", [*head, plan.encode({tag: group})])
+        return [(tag + "stats", [*head, *plan.arguments({tag: group})])
                 for tag, group in groups.items()]
-    return [(next(iter(groups)) + "stats", [*head, plan.encode(groups)])]
+    return [(next(iter(groups)) + "stats", [*head, *plan.arguments(groups)])]
 
 
 def _failure(replies: list) -> TallyError:

@@ -49,9 +49,9 @@ def props_text(props: Mapping[str, str] | None) -> str:
     return _escape(json.dumps(props, ensure_ascii=False, separators=(",", ":")))
 
 
-def line(event: Event, received: str) -> str:
-    """The event's line: its columns tab-separated, newline-terminated."""
+def line(event: Event, received: str) -> bytes:
+    """The event's line, UTF-8: its columns tab-separated, newline-terminated."""
     return (f"{_second_text(event.ts)}\t{event.counter}\t{_escape(event.key)}\t"
             f"{NULL if event.id is None else _escape(event.id)}\t"
             f"{NULL if event.user is None else _escape(event.user)}\t{event.value}\t"
-            f"{props_text(event.props)}\t{received}\n")
+            f"{props_text(event.props)}\t{received}\n").encode()

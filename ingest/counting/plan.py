@@ -8,10 +8,12 @@ sums once per run instead of once per event. A repeat of a dedup identity
 (counter, key, id) inside the batch is decided here, first occurrence wins,
 as the script would; the script decides repeats of earlier batches.
 
-With the event log on, every event also carries its log line (eventlog.py):
-the lines of events with an id in the order of the group's members, so the
-script keeps those it did not find seen before, and the lines of the others
-(never duplicates) as one text.
+With the event log on, every event also carries its log line (eventlog.py),
+outside the JSON (which would escape every tab and newline, and cost the
+script a decode): per group two raw arguments, the lines of events with an
+id in the order of the group's members (the JSON gives each line's length,
+so the script can leave out those it finds seen before) and the lines of
+the others, never duplicates, as one text.
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ class _Run:
         self.members_plain: list[str] = []  # with id, no user
         self.plain_users: list[str] = []  # no id, with user
         self.plain = 0  # no id, no user
-        self.lines_user: list[str] = []  # log lines of members_user, in their order
-        self.lines_plain: list[str] = []  # log lines of members_plain, in their order
+        self.lines_user: list[bytes] = []  # log lines of members_user, in their order
+        self.lines_plain: list[bytes] = []  # log lines of members_plain, in their order
 
-    def add(self, member: str | None, user: str | None, line: str | None,
-            lines_without_id: list[str]) -> None:
+    def add(self, member: str | None, user: str | None, line: bytes | None,
+            lines_without_id: list[bytes]) -> None:
         """Append one event (and its log line, when the log is on)."""
         if member is None:
             if user is None:
@@ -84,7 +86,7 @@ class TagGroup:
         self.keys: dict[str, dict[tuple[int, int], _Run]] = {}
         self.spreads = spreads or {}  # the counter's hot keys: shards each is spread over
         self.received = received  # the log's `received` column; None: the log is off
-        self.lines_without_id: list[str] = []
+        self.lines_without_id: list[bytes] = []
 
     def add(self, event: Event, member: str | None) -> None:
         """Append an event that is not a repeat inside the batch."""
@@ -97,9 +99,10 @@ class TagGroup:
             run = runs[(event.ts, event.value)] = _Run()
         run.add(member, event.user, line, self.lines_without_id)
 
-    def payload(self, tag: str) -> list:
-        """The group as apply.lua reads it: [tag, duplicates, members, [[key, runs], ...]],
-        with the log on also [lines of the members, text of the other lines].
+    def payload(self, tag: str) -> tuple[list, list[bytes]]:
+        """The group as apply.lua reads it: ([tag, duplicates, members, [[key, runs], ...]],
+        with the log on also the members' line lengths), and its raw log arguments
+        ([] with the log off, else [the members' lines, the other lines]).
 
         A hot key carries its spread: the script bounds each shard's counts by
         the limit / spread, so the sum over the shards stays within 64 bits.
@@ -117,8 +120,9 @@ class TagGroup:
             spread = self.spreads.get(key)
             entries.append([key, rows] if spread is None else [key, rows, spread])
         if self.received is None:
-            return [tag, self.duplicates, members, entries]
-        return [tag, self.duplicates, members, entries, lines, "".join(self.lines_without_id)]
+            return [tag, self.duplicates, members, entries], []
+        return ([tag, self.duplicates, members, entries, [len(line) for line in lines]],
+                [b"".join(lines), b"".join(self.lines_without_id)])
 
 
 def hot_spreads(config: CountingConfig, counter: str) -> dict[str, int]:
@@ -159,7 +163,12 @@ def group_by_tag(config: CountingConfig, events: Iterable[Event],
     return groups
 
 
-def encode(groups: dict[str, TagGroup]) -> str:
-    """The script's JSON argument for these groups (raw UTF-8, compact)."""
-    return json.dumps([group.payload(tag) for tag, group in groups.items()],
-                      ensure_ascii=False, separators=(",", ":"))
+def arguments(groups: dict[str, TagGroup]) -> list:
+    """The script's last arguments for these groups: the JSON (raw UTF-8, compact), then
+    each group's raw log arguments in group order."""
+    payloads, texts = [], []
+    for tag, group in groups.items():
+        payload, raw = group.payload(tag)
+        payloads.append(payload)
+        texts += raw
+    return [json.dumps(payloads, ensure_ascii=False, separators=(",", ":")), *texts]

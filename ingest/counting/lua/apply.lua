@@ -35,7 +35,7 @@
 --
 -- ARGV: now, dedup_mode, window, bloom_bits, bloom_hashes, ttl_m, ttl_h, ttl_d,
 --       ttl_viewers, top_capacity, log_max, sink_count, sinks..., registry,
---       counter_count, counters..., payload
+--       counter_count, counters..., payload, log texts...
 -- log_max: 0 when the event log is off, else the unarchived events a shard's
 --   log may hold before the shard's batches are refused (TALLY_LOG_FULL; a
 --   batch is refused once the log is full, so it may pass the bound by one batch).
@@ -54,11 +54,13 @@
 --            users]: a events with id and user, b with id and no user, c
 --            with neither; `users` holds the a users, then the users of the
 --            run's events without an id.
---   With the log on, two more items: the log lines (COPY text, see
---   ingest/counting/eventlog.py) of the members' events, in members' order,
---   and the lines of the group's events without an id as one text. The
---   group's log entry (XADD <tag>log * n <events> e <lines>) holds the
---   lines of exactly the events it counted: a duplicate is never logged.
+--   With the log on, one more item: the byte length of each member's log
+--   line; and after the payload two raw arguments per group, in group
+--   order: the log lines (COPY text, see ingest/counting/eventlog.py) of
+--   the members' events, in members' order, and the lines of the group's
+--   events without an id. The group's log entry (XADD <tag>log * n <events>
+--   e <lines>) holds the lines of exactly the events it counted: a
+--   duplicate is never logged.
 -- Returns {applied, duplicates, keys (or "key field") that could not be updated,
 -- the largest backlog of a log written (ingest/counting/backpressure.py)}.
 
@@ -86,6 +88,12 @@ local registry, counter_count = ARGV[13 + sink_count], tonumber(ARGV[14 + sink_c
 local counters = {}
 for i = 1, counter_count do counters[i] = ARGV[14 + sink_count + i] end
 local groups = cjson.decode(ARGV[15 + sink_count + counter_count])
+if cfg.log_max ~= 0 then  -- each group's raw log arguments follow the JSON
+  for i, group in ipairs(groups) do
+    local at = 14 + sink_count + counter_count + 2 * i
+    group.member_lines, group.other_lines = ARGV[at], ARGV[at + 1]
+  end
+end
 
 local planned = {}
 for i, group in ipairs(groups) do planned[i] = plan_group(group, cfg) end

@@ -51,8 +51,9 @@ local function plan_stats(state)
   return tonumber(got[4] or 0)
 end
 
--- The group's log entry: the lines of its accepted events (payload items 5
--- and 6, see apply.lua), or nil when the log is off or nothing was accepted.
+-- The group's log entry: the lines of its accepted events (see apply.lua:
+-- the members' lines, sliced by their lengths in payload item 5, and the
+-- others'), or nil when the log is off or nothing was accepted.
 -- Refused when the shard's log already holds cfg.log_max unarchived events.
 local function plan_log(state, group, backlog, cfg)
   if cfg.log_max == 0 or state.events == 0 then return nil end
@@ -62,10 +63,16 @@ local function plan_log(state, group, backlog, cfg)
     refuse(LOG_FULL, 'the event log of ' .. state.tag .. ' holds ' .. backlog ..
       ' events not yet archived to TimescaleDB (TALLY_EVENT_LOG_MAX is ' .. cfg.log_max .. ')')
   end
-  local lines, seen, text = group[5], state.seen, {group[6]}
-  for j = 1, #lines do
-    if not seen[j] then text[#text + 1] = lines[j] end
+  local seen, member_lines = state.seen, group.member_lines
+  if next(seen) == nil then  -- no member seen before: every line stays
+    return {name = name, text = member_lines .. group.other_lines}
   end
+  local text, from = {}, 1
+  for j, length in ipairs(group[5]) do
+    if not seen[j] then text[#text + 1] = string.sub(member_lines, from, from + length - 1) end
+    from = from + length
+  end
+  text[#text + 1] = group.other_lines
   return {name = name, text = table.concat(text)}
 end
 
