@@ -172,11 +172,12 @@ def _end(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 def _lags(client, settings) -> dict[str, float]:
-    """tally_flusher_lag_seconds per sink as one exporter scrape reports it right now."""
+    """tally_flusher_lag_seconds per sink (not the archiver's) as one exporter scrape reports
+    it right now."""
     registry = CollectorRegistry()
     registry.register(TallyCollector(client, CountingConfig.from_settings(settings), top_n=0))
     return {s.labels["sink"]: s.value for family in registry.collect() for s in family.samples
-            if s.name == "tally_flusher_lag_seconds"}
+            if s.name == "tally_flusher_lag_seconds" and s.labels["sink"] in settings.sinks}
 
 
 def _influx_current(settings, model) -> bool:
