@@ -20,6 +20,8 @@ from tally.ingest.api import (
     health,
     leaderboards,
     metrics,
+    overview,
+    page,
     params,
     problems,
     ratelimits,
@@ -27,7 +29,8 @@ from tally.ingest.api import (
 )
 from tally.settings import Settings, load_settings
 
-BLUEPRINTS = (health.bp, metrics.bp, batches.bp, counters.bp, leaderboards.bp, ratelimits.bp)
+BLUEPRINTS = (health.bp, metrics.bp, batches.bp, counters.bp, leaderboards.bp, ratelimits.bp,
+              overview.bp, page.bp)
 
 
 def _settings(settings: Settings | Mapping | None) -> Settings:

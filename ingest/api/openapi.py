@@ -254,6 +254,47 @@ def _others() -> dict:
     }
 
 
+def _overview() -> dict:
+    """The endpoints a client finds its way with (ingest/api/overview.py)."""
+    when = {"type": ["string", "null"], "format": "date-time"}
+    number = {"type": ["number", "null"]}
+    count = {"type": ["integer", "null"]}
+    sink = obj(["sink", "lag_seconds", "dirty", "reported", "last_run", "last_success",
+                "last_duration_seconds", "rows_total", "errors_total"],
+               sink={"type": "string"}, lag_seconds={"type": "number", "minimum": 0},
+               dirty={**count, "description": "marks waiting (null for the archiver)"},
+               reported={"type": "boolean", "description": "false until its first run"},
+               last_run=when, last_success=when, last_duration_seconds=number,
+               rows_total=count, errors_total=count)
+    point = obj(["ts", "time", "value", "per_second"], ts={"type": "integer"},
+                time={"type": "string"}, value={"type": "integer"},
+                per_second={"type": "number"})
+    board = obj(["board", "size"], board={"type": "string"}, size={"type": "integer"})
+    minutes = query("minutes", {"type": "integer", "minimum": 1, "maximum": 60, "default": 60},
+                    description="the last N minutes, the current one included")
+    return {
+        "/v1/counters": {"get": op(
+            "Names of every counter that has counted an event",
+            {"200": ok(obj(["counters"], counters={"type": "array", "items": COUNTER})),
+             **problems()}, scope="read")},
+        "/v1/counters/{counter}/rate": {"get": op(
+            "A counter's value per minute over all its keys, and per second",
+            {"200": ok(obj(["counter", "step", "points"], counter={"type": "string"},
+                           step={"const": "1m"}, points={"type": "array", "items": point})),
+             **problems(400)}, scope="read", parameters=[path("counter", COUNTER), minutes])},
+        "/v1/leaderboards": {"get": op(
+            "Names and sizes of the leaderboards (the first 1,000 by name)",
+            {"200": ok(obj(["leaderboards", "truncated"], truncated={"type": "boolean"},
+                           leaderboards={"type": "array", "items": board})),
+             **problems()}, scope="read")},
+        "/v1/flusher": {"get": op(
+            "The flusher's health per sink, the event-log archiver (sink events) included",
+            {"200": ok(obj(["event_log", "sinks"], event_log={"type": "boolean"},
+                           sinks={"type": "array", "items": sink})),
+             **problems()}, scope="read")},
+    }
+
+
 @cache
 def document() -> dict:
     """The whole OpenAPI 3.1 document."""
@@ -266,7 +307,8 @@ def document() -> dict:
                                 "outcome-unknown means a write may have been applied: retry "
                                 "only events with ids and increments with their "
                                 "Idempotency-Key."},
-        "paths": {**_events(), **_counters(), **_leaderboards(), **_others()},
+        "paths": {**_events(), **_counters(), **_leaderboards(), **_others(),
+                  **_overview()},
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "write tokens post events, write leaderboards and "
