@@ -85,6 +85,11 @@ class Settings:
     insecure_no_auth: bool = False  # serve without bearer tokens (logs a warning)
     series_history: bool = True  # merge TimescaleDB rows into /series (else Redis alone)
     leaderboard_capacity: int = 0  # default bound on leaderboard size (0: unbounded)
+    # Public browser counters: tokenless writes from web pages (docs/api.md, "From a web page").
+    public_counters: tuple[str, ...] = ()  # counters that accept them
+    public_origins: tuple[str, ...] = ()  # Origin values allowed to send them ("*": any)
+    public_rate_limit: str = "60/60"  # per client address: "max/window_seconds"
+    trusted_proxy_header: str = ""  # e.g. X-Forwarded-For: the client address comes from it
 
     # Flusher.
     flush_interval: float = 10.0

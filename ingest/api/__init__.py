@@ -16,6 +16,7 @@ from tally.ingest.api import (
     auth,
     batches,
     counters,
+    docs_page,
     extensions,
     health,
     leaderboards,
@@ -24,13 +25,14 @@ from tally.ingest.api import (
     page,
     params,
     problems,
+    public,
     ratelimits,
     series,
 )
 from tally.settings import Settings, load_settings
 
 BLUEPRINTS = (health.bp, metrics.bp, batches.bp, counters.bp, leaderboards.bp, ratelimits.bp,
-              overview.bp, page.bp)
+              overview.bp, page.bp, public.bp, docs_page.bp)
 
 
 def _settings(settings: Settings | Mapping | None) -> Settings:

@@ -7,7 +7,8 @@ serves it and the tests fuzz the app against it.
 from __future__ import annotations
 
 import re
-from functools import cache
+from collections.abc import Callable
+from functools import cache, wraps
 
 from tally.events import MAX_KEY_BYTES, MAX_PROP_BYTES, MAX_PROPS, MAX_VALUE
 
@@ -295,7 +296,63 @@ def _overview() -> dict:
     }
 
 
+def _public() -> dict:
+    """Tokenless counting from web pages (ingest/api/public.py) and the /docs reference."""
+    event = {"text/plain": {"schema": {"type": "string", "description": "the JSON event, as "
+                                       "navigator.sendBeacon sends a string"}},
+             "application/json": {"schema": obj(["counter", "key", "id"], counter=COUNTER,
+                                                key=TEXT, id=TEXT, props=PROPS)}}
+    answers = {"200": ok(ref("BatchResult")), **write_problems(400, 403, 413, 415, 422, 429)}
+    answers["429"]["headers"] = RATE_HEADERS
+    cors = {name: {"schema": {"type": "string"}} for name in (
+        "Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
+        "Access-Control-Allow-Headers", "Access-Control-Max-Age")}
+
+    def text(kind: str, description: str) -> dict:
+        return {"200": {"description": description,
+                        "content": {kind: {"schema": {"type": "string"}}}}}
+    return {
+        "/v1/public/events": {
+            "post": op("Count one event of a public counter from a web page (no token; allowed "
+                       "origins only, rate-limited per client address)", answers, body=event),
+            "options": op("CORS preflight for allowed origins", {
+                "204": {"description": "the origin may post", "headers": cors},
+                **problems(403)})},
+        "/v1/count.js": {"get": op("The page-view script: one <script> tag counts a view",
+                                   text("text/javascript", "JavaScript"))},
+        "/docs": {"get": op("This API's reference, browsable (Swagger UI)",
+                            text("text/html", "HTML page"))},
+    }
+
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def operation_id(method: str, route: str) -> str:
+    """An operationId from method and path: `get /v1/counters/{counter}/top` is
+    get_counters_counter_top (the /v1 prefix and punctuation dropped)."""
+    return "_".join([method, *re.findall(r"[A-Za-z0-9]+", route.removeprefix("/v1"))])
+
+
+def with_operation_ids(build: Callable[[], dict]) -> Callable[[], dict]:
+    """Give every operation without an operationId the derived one, so operations added
+    later get one too; refuse two operations with the same id."""
+    @wraps(build)
+    def built() -> dict:
+        doc, seen = build(), {}
+        for route, item in doc["paths"].items():
+            for method in (name for name in METHODS if name in item):
+                given = item[method].setdefault("operationId", operation_id(method, route))
+                if given in seen:
+                    raise ValueError(f"operationId {given!r} of {method} {route} is also that "
+                                     f"of {seen[given]}")
+                seen[given] = f"{method} {route}"
+        return doc
+    return built
+
+
 @cache
+@with_operation_ids
 def document() -> dict:
     """The whole OpenAPI 3.1 document."""
     return {
@@ -308,7 +365,7 @@ def document() -> dict:
                                 "only events with ids and increments with their "
                                 "Idempotency-Key."},
         "paths": {**_events(), **_counters(), **_leaderboards(), **_others(),
-                  **_overview()},
+                  **_overview(), **_public()},
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "write tokens post events, write leaderboards and "
