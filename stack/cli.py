@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--once",), {"action": "store_true", "help": "flush once and exit"}),
     ]),
     "exporter": ("tally.exporter.server:main", "serve Prometheus metrics read from Redis", []),
+    "statsd": ("tally.ingest.statsd.server:main", "count StatsD counters and sets sent over "
+               "UDP and TCP (docs/statsd.md)", []),
     "demo": ("tally.stack.demo:main", "post realistic demo traffic to the ingest API", [
         (("--duration",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}),
         (("--rate",), {"type": float, "default": 200.0, "help": "events per second"}),

@@ -60,6 +60,9 @@ STACK: tuple[Entry, ...] = (
     Entry("flusher", lambda s: services.tally("flusher", ["flush"], s.redis_url,
                                               lambda: True, child_env(s)), listens=False),
     Entry("exporter", lambda s: _tally(s, "exporter", ["exporter"], s.exporter_port, "/metrics")),
+    Entry("statsd", lambda s: services.tally(
+        "statsd", ["statsd"], f"statsd://127.0.0.1:{s.statsd_port}",
+        services.http_ok(f"http://127.0.0.1:{s.statsd_metrics_port}/metrics"), child_env(s))),
 )
 # `tally up --demo` adds this one; its end (after an hour) does not stop the stack.
 DEMO = Entry("demo", lambda s: services.tally(

@@ -109,6 +109,15 @@ class Settings:
     exporter_top_n: int = 10
     exporter_host: str = "127.0.0.1"  # 0.0.0.0 in containers
 
+    # StatsD listener (`tally statsd`, docs/statsd.md).
+    statsd_host: str = "127.0.0.1"  # 0.0.0.0 in containers
+    statsd_port: int = 8125  # UDP and TCP
+    statsd_metrics_port: int = 9842  # its own /metrics
+    statsd_mapping_file: str = ""  # TOML glob rules; empty: the default mapping for every name
+    statsd_interval: float = 1.0  # seconds samples are summed before one batch step
+    statsd_max_pending: int = 100_000  # aggregated events held in memory, unapplied ones too
+    statsd_event_ids: bool = True  # an id per aggregated event: retries count once
+
     def __post_init__(self) -> None:
         derived = {name: value for name, value in self._derivations().items()
                    if not getattr(self, name)}

@@ -42,7 +42,8 @@ POSITIVE = ("shards", "dedup_window", "bloom_capacity", "max_batch_events", "max
             "flush_interval", "flush_batch_size", "flush_lease_seconds",
             "sink_connect_timeout", "sink_write_timeout",
             "flush_maintenance_interval", "ingest_header_timeout", "ingest_body_timeout",
-            "ingest_max_connections", "event_log_max", "events_retention")
+            "ingest_max_connections", "event_log_max", "events_retention",
+            "statsd_interval", "statsd_max_pending")
 NON_NEGATIVE = ("accepted_lateness", "clock_skew", "outage_budget", "ingest_workers",
                 "leaderboard_capacity", "influx_top_n", "exporter_top_n", "flush_pause_seconds")
 

@@ -21,7 +21,8 @@ PACKAGE_DIRS: dict[str, str] = PYPROJECT["package-dir"]
 LAYERS = {
     "tally": 0,
     "tally.ingest.counting": 1,
-    "tally.ingest.api": 2, "tally.ingest.flusher": 2, "tally.exporter": 2, "tally.timescale": 2,
+    "tally.ingest.api": 2, "tally.ingest.flusher": 2, "tally.ingest.statsd": 2,
+    "tally.exporter": 2, "tally.timescale": 2,
     "tally.ingest": 3,  # serve.py and worker.py: the HTTP server over the API
     "tally.stack": 4,
 }

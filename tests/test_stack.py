@@ -43,7 +43,7 @@ def stack_env():
     """Environment for a stack on free ports in a temporary folder; brought down afterwards."""
     data = Path(tempfile.mkdtemp(prefix="tally-stack-"))
     data.chmod(0o711)  # PostgreSQL runs as the postgres user and must enter the folder
-    names = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER")
+    names = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER", "STATSD", "STATSD_METRICS")
     ports = {f"TALLY_{name}_PORT": str(port)
              for name, port in zip(names, process.free_ports(len(names)), strict=True)}
     env = dict(os.environ, **ports, TALLY_DATA_DIR=str(data / "data"),
@@ -55,7 +55,8 @@ def stack_env():
 
 def test_help_lists_subcommands():
     out = tally(dict(os.environ), "--help").stdout
-    for command in ("up", "down", "status", "migrate", "serve", "flush", "exporter"):
+    for command in ("up", "down", "status", "migrate", "serve", "flush", "exporter",
+                    "statsd"):
         assert f"    {command} " in out
 
 
