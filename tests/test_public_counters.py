@@ -142,6 +142,15 @@ def test_behind_a_trusted_proxy_the_limit_is_per_forwarded_address(redis_url, tm
         assert post(base, view(), pages[0], **spoofed).status_code == 429
         assert post(base, view(), pages[0], **{"X-Forwarded-For": "10.0.0.2"}).ok
         assert total(base) == LIMIT + 1
+        # IPv6 clients are limited per /64: another address of the block is the same client
+        for n in range(LIMIT):
+            assert post(base, view(), pages[0], **{"X-Forwarded-For": f"2001:db8::{n}"}).ok
+        assert post(base, view(), pages[0], **{"X-Forwarded-For": "2001:db8::ff"}).status_code \
+            == 429
+        assert post(base, view(), pages[0], **{"X-Forwarded-For": "2001:db8:0:1::1"}).ok
+        answer = post(base, view(), pages[0], **{"X-Forwarded-For": "10.0.0.3, unknown"})
+        assert answer.json()["type"] == "urn:tally:problem:invalid-header"
+        assert total(base) == 2 * LIMIT + 2
 
 
 def test_a_resent_event_counts_once(api, pages, redis_client):
