@@ -19,7 +19,7 @@ DATASOURCES = {d["uid"]: d for d in yaml.safe_load(
 ENV_EXAMPLE = dict(line.split("=", 1) for line in (PROJECT_ROOT / ".env.example").read_text()
                    .splitlines() if line and not line.startswith("#"))
 EXPECTED = {"redis", "timescaledb", "influxdb", "prometheus", "grafana", "tally-migrate",
-            "tally-ingest", "tally-flusher", "tally-exporter"}
+            "tally-ingest", "tally-flusher", "tally-exporter", "tally-statsd"}
 OURS = {name for name in EXPECTED if name.startswith("tally-")}
 
 
@@ -119,3 +119,11 @@ def test_prometheus_compose_targets_are_services():
                        f"tally-ingest:{defaults.ingest_port}"}
     assert f"{defaults.exporter_port}:{defaults.exporter_port}" in \
         SERVICES["tally-exporter"]["ports"]
+
+
+def test_statsd_publishes_its_port_over_udp_and_tcp_and_its_metrics():
+    defaults = Settings()
+    port, metrics = defaults.statsd_port, defaults.statsd_metrics_port
+    assert set(SERVICES["tally-statsd"]["ports"]) == {f"{port}:{port}/udp", f"{port}:{port}/tcp",
+                                                      f"{metrics}:{metrics}"}
+    assert SERVICES["tally-statsd"]["environment"]["TALLY_STATSD_HOST"] == "0.0.0.0"

@@ -1,0 +1,85 @@
+"""`tally statsd` as a real process, and batches the batch step refuses for now being retried."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import requests
+
+from tally.ingest.counting import reads
+from tally.ingest.counting.config import CountingConfig
+from tally.stack.process import free_ports
+from tests.statsd_support import (
+    lines_seen,
+    listening,
+    send_tcp,
+    send_udp,
+    statsd_settings,
+    wait_until,
+)
+from tests.test_event_log import archive_all
+
+
+def _env(**settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    return env | {f"TALLY_{k.upper()}": str(v) for k, v in settings.items()}
+
+
+def test_tally_statsd_counts_udp_and_tcp_and_applies_the_rest_when_stopped(redis_url,
+                                                                            redis_client,
+                                                                            tmp_path):
+    port, metrics = free_ports(2)
+    env = _env(redis_url=redis_url, statsd_port=port, statsd_metrics_port=metrics,
+               statsd_interval=0.2, shards=2, sinks="")
+    config = CountingConfig.from_settings(statsd_settings(redis_url))
+    log = open(tmp_path / "statsd.log", "wb")  # noqa: SIM115 (the process outlives this line)
+    proc = subprocess.Popen([sys.executable, "-m", "tally.stack.cli", "statsd"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{metrics}/metrics"
+        wait_until(lambda: _answers(url), 20)
+        send_udp(port, b"proc.udp:3|c\nproc.udp:1|c|@0.5", b"proc.timing:3|ms")
+        send_tcp(port, b"proc.tcp:2|c\n")
+        wait_until(lambda: reads.total(redis_client, config, "proc", "udp") == 5
+                   and reads.total(redis_client, config, "proc", "tcp") == 2)
+        text = requests.get(url, timeout=5).text
+        assert 'tally_statsd_samples_total{type="c"} 3.0' in text
+        assert 'tally_statsd_refused_total{type="ms"} 1.0' in text
+        send_udp(port, b"proc.last:1|c")  # counted by the flush at the stop
+        wait_until(lambda: 'tally_statsd_samples_total{type="c"} 4.0' in
+                   requests.get(url, timeout=5).text)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, (tmp_path / "statsd.log").read_text()
+        log.close()
+    assert reads.total(redis_client, config, "proc", "last") == 1
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.ConnectionError:
+        return False
+
+
+def test_a_batch_refused_while_the_event_log_is_full_is_retried(redis_url, redis_client,
+                                                                pg_dsn):
+    settings = statsd_settings(redis_url, postgres_dsn=pg_dsn, shards=1, event_log_max=2)
+    config = CountingConfig.from_settings(settings)
+    with listening(redis_client, settings) as (listener, (udp, _tcp)):
+        send_udp(udp, b"full.a:1|c\nfull.b:1|c\nfull.c:1|c")  # the log holds 3 after this
+        wait_until(lambda: lines_seen(listener) == 3)
+        listener.flush()
+        send_udp(udp, b"full.a:4|c")
+        wait_until(lambda: lines_seen(listener) == 4)
+        listener.flush()
+        assert listener.stats.apply_failures == {"EventLogFullError": 1}
+        assert listener.stats.pending_events == 1
+        assert reads.total(redis_client, config, "full", "a") == 1
+        archive_all(redis_client, settings)
+        listener.flush()
+    assert reads.total(redis_client, config, "full", "a") == 5
+    assert listener.stats.pending_events == 0 and listener.stats.events_applied == 4
