@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ SCREENSHOT = ROOT / "docs" / "page.png"
 MAX_FIRST_LOAD_BYTES = 200_000
 MAX_SCRIPT_SECONDS_PER_REFRESH = 0.100
 WIDE_COUNTER, WIDE_KEYS = "clicks", 1000
+HOSTILE_KEY = "<img src=x onerror=window.pwned=1>"  # the wide counter's top key
 
 
 def post(base: str, events: list[dict]) -> None:
@@ -51,6 +53,7 @@ def demo_traffic(base: str) -> None:
         post(base, traffic.batch(time.time()))
     wide = [{"counter": WIDE_COUNTER, "key": f"button:{i}", "user": f"u-{i % 97}",
              "value": 1 + i % 7} for i in range(WIDE_KEYS)]
+    wide[0] = {"counter": WIDE_COUNTER, "key": HOSTILE_KEY, "value": 100}
     for start in range(0, WIDE_KEYS, 500):
         post(base, wide[start:start + 500])
     for member, score in (("ann", 30), ("bob", 20), ("cy", 10)):
@@ -140,6 +143,8 @@ def test_the_page_shows_live_counts_the_api_serves(browser, base):
     assert set(health) == {"timescale", "events (archiver)"}
     assert all(row[1] == "ok" and row[3].endswith("ago") for row in health.values())
     assert "token" not in browser.current_url and READ not in browser.current_url
+    # No script error, no Content-Security-Policy violation, no failed request.
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     save_full_page(browser, SCREENSHOT)
 
 
@@ -158,6 +163,8 @@ def test_a_refresh_of_a_1000_key_counter_stays_within_its_scripting_budget(brows
     choose(browser, "counter", WIDE_COUNTER)
     choose(browser, "top-k", "100")
     wait(browser, lambda b: len(cells(b, "top")) == 100)
+    assert cells(browser, "top")[0][1] == HOSTILE_KEY  # shown as text, never run as HTML
+    assert browser.execute_script("return window.pwned") is None
     browser.execute_cdp_cmd("Performance.enable", {"timeDomain": "timeTicks"})
 
     def metrics() -> dict[str, float]:
@@ -212,3 +219,23 @@ def test_every_page_file_is_package_data():
     files = [p.relative_to(WEB.parent).as_posix() for p in WEB.rglob("*") if p.is_file()]
     assert [f for f in files if not any(fnmatch(f, g) and f.count("/") == g.count("/")
                                          for g in globs)] == []
+
+
+def luminance(colour: str) -> float:
+    channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_text_colours_keep_wcag_aa_contrast():
+    css = (WEB / "page.css").read_text()
+    colour = dict(re.findall(r"--([a-z]+): (#[0-9a-f]{6})", css))
+    pairs = [(fg, bg) for fg in ("ink", "muted", "accent", "bad", "good", "warn")
+             for bg in ("paper", "ground")] + [("paper", "accent")]  # button text
+    assert [p for p in pairs if contrast(colour[p[0]], colour[p[1]]) < 4.5] == []
