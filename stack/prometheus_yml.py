@@ -3,7 +3,7 @@
 Every Prometheus configuration Tally uses comes from one function,
 tally.stack.services.prometheus_config (scrape jobs and rule files in, the
 config out): the test fixtures call it with their own targets, and this
-module with Tally's two jobs. `tally up` writes its copy into the data folder
+module with Tally's three jobs. `tally up` writes its copy into the data folder
 at each start (loopback, the configured ports, the rule path made absolute
 because the copy does not sit beside prometheus/rules/). Compose mounts a
 static file, so prometheus/prometheus.compose.yml and prometheus.yml (the
@@ -25,18 +25,20 @@ RULES = "rules/*.yml"  # Prometheus resolves it from the config file's folder
 SCRAPE_INTERVAL = "15s"
 HEADER = ("# Written by `python -m tally.stack.prometheus_yml` (JSON, which is YAML too);\n"
           "# change that module and rerun it rather than editing this file.\n")
-# Committed file -> the hosts its exporter and ingest targets are reached by.
-COMMITTED = {"prometheus.yml": ("127.0.0.1", "127.0.0.1"),
-             "prometheus.compose.yml": ("tally-exporter", "tally-ingest")}
+# Committed file -> the hosts its exporter, ingest and statsd targets are reached by.
+COMMITTED = {"prometheus.yml": ("127.0.0.1", "127.0.0.1", "127.0.0.1"),
+             "prometheus.compose.yml": ("tally-exporter", "tally-ingest", "tally-statsd")}
 
 
-def tally_jobs(settings: Settings, exporter_host: str, ingest_host: str) -> dict[str, list[str]]:
+def tally_jobs(settings: Settings, exporter_host: str, ingest_host: str,
+               statsd_host: str) -> dict[str, list[str]]:
     """Tally's scrape jobs, by the job names the alert rules select on."""
     return {"tally-exporter": [f"{exporter_host}:{settings.exporter_port}"],
-            "tally-ingest": [f"{ingest_host}:{settings.ingest_port}"]}
+            "tally-ingest": [f"{ingest_host}:{settings.ingest_port}"],
+            "tally-statsd": [f"{statsd_host}:{settings.statsd_metrics_port}"]}
 
 
-def render(settings: Settings, hosts: tuple[str, str], rules: str) -> str:
+def render(settings: Settings, hosts: tuple[str, str, str], rules: str) -> str:
     """The config text scraping Tally's processes on `hosts` and loading `rules`."""
     jobs = tally_jobs(settings, *hosts)
     return HEADER + services.prometheus_config(jobs, SCRAPE_INTERVAL, (rules,)) + "\n"
@@ -44,7 +46,7 @@ def render(settings: Settings, hosts: tuple[str, str], rules: str) -> str:
 
 def stack_config(settings: Settings) -> str:
     """The local stack's config: loopback, the configured ports, the rules by absolute path."""
-    return render(settings, ("127.0.0.1", "127.0.0.1"), str(PROMETHEUS_DIR / RULES))
+    return render(settings, COMMITTED["prometheus.yml"], str(PROMETHEUS_DIR / RULES))
 
 
 def committed_config(name: str) -> str:

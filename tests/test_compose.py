@@ -116,7 +116,8 @@ def test_prometheus_compose_targets_are_services():
                for t in c["targets"]}
     defaults = Settings()
     assert targets == {f"tally-exporter:{defaults.exporter_port}",
-                       f"tally-ingest:{defaults.ingest_port}"}
+                       f"tally-ingest:{defaults.ingest_port}",
+                       f"tally-statsd:{defaults.statsd_metrics_port}"}
     assert f"{defaults.exporter_port}:{defaults.exporter_port}" in \
         SERVICES["tally-exporter"]["ports"]
 

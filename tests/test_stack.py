@@ -98,7 +98,8 @@ def test_prometheus_config_gets_configured_ports_and_absolute_rule_paths():
     assert config["rule_files"] == [str(PROJECT_ROOT / "prometheus" / "rules" / "*.yml")]
     assert [(job["job_name"], job["static_configs"]) for job in config["scrape_configs"]] == [
         ("tally-exporter", [{"targets": ["127.0.0.1:19841"]}]),
-        ("tally-ingest", [{"targets": ["127.0.0.1:18080"]}])]
+        ("tally-ingest", [{"targets": ["127.0.0.1:18080"]}]),
+        ("tally-statsd", [{"targets": ["127.0.0.1:9842"]}])]
 
 
 def wait_for(probe, timeout: float = 30.0):
