@@ -25,10 +25,12 @@ import pytest
 import redis
 import requests
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tally.stack.demo import DemoPlan, Traffic
+from tests.fix_browser import start_browser
 from tests.fix_postgres import truncate_counts
 from tests.test_api_support import READ, R, W, gunicorn
 
@@ -184,7 +186,8 @@ def test_a_refresh_of_a_1000_key_counter_stays_within_its_scripting_budget(brows
 
 
 def test_a_wrong_token_sees_a_clear_error_and_no_data(browser, base):
-    sign_in(browser, base, "not-a-token")
+    browser.get(base + "/")  # by keyboard alone: the token field has focus, Enter submits
+    browser.switch_to.active_element.send_keys("not-a-token" + Keys.ENTER)
     error = wait(browser, lambda b: b.find_element(By.ID, "login-error").is_displayed()
                  and b.find_element(By.ID, "login-error"))
     assert error.text == ("The API refused this token: the bearer token is not valid "
@@ -202,6 +205,19 @@ def test_the_token_survives_a_reload_in_session_storage_only(browser, base):
     wait(browser, lambda b: b.execute_script("return window.tallyPage.refreshes") >= 1)
     assert browser.execute_script("return document.cookie") == ""
     assert browser.execute_script("return localStorage.length") == 0
+
+
+def test_the_page_fits_a_phone_screen(base):
+    phone = start_browser()  # a headless window is at least 500 px wide: emulate the phone
+    phone.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
+    try:
+        sign_in(phone, base, READ)
+        wait(phone, lambda b: refreshed(b) >= 1)
+        width = phone.execute_script("return [document.documentElement.scrollWidth, innerWidth]")
+        assert width[0] <= width[1] == 390  # nothing wider than the screen: no sideways scroll
+    finally:
+        phone.quit()
 
 
 def test_the_vendored_chart_library_is_the_pinned_version_with_its_licence():

@@ -159,8 +159,9 @@ async function refreshFlusher() {
   });
 }
 
-async function refresh() {
+async function refresh(event) {
   if (state.busy) return state.busy;  // one refresh at a time; a slow API never piles them up
+  if (event === "timer" && document.hidden) return;  // a background tab asks nothing
   state.busy = (async () => {
     try {
       await Promise.all([refreshRate(), refreshTop(), refreshBoards(), refreshFlusher()]);
@@ -220,7 +221,7 @@ async function start(token) {
     return;
   }
   await refresh();
-  state.timer = setInterval(refresh, REFRESH_MS);
+  state.timer = setInterval(() => refresh("timer"), REFRESH_MS);
 }
 
 function onChange(id, action) {
