@@ -73,7 +73,8 @@ class Listener:
         self.stats = Stats()
         self.lock = threading.Lock()
         self.once = OncePer()
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # the sockets stop reading
+        self.received_all = threading.Event()  # they have: the loop applies once more and ends
         self.threads: list[threading.Thread] = []
         self.udp: socket.socket | None = None
         self.tcp: socketserver.ThreadingTCPServer | None = None
@@ -159,7 +160,7 @@ class Listener:
 
     def _loop(self) -> None:
         interval = self.settings.statsd_interval
-        while not self.stopping.wait(interval):
+        while not self.received_all.wait(interval):
             self.flush()
         self.flush()  # what arrived before the stop
 
@@ -170,7 +171,6 @@ class Listener:
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.udp.bind((host, port))
-        self.udp.settimeout(0.2)
         self.tcp = _TcpServer((host, port), self)
         for target in (self._receive_udp, self.tcp.serve_forever, self._loop):
             thread = threading.Thread(target=target, daemon=True, name=f"statsd-{target.__name__}")
@@ -179,27 +179,30 @@ class Listener:
         return self.udp.getsockname()[1], self.tcp.server_address[1]
 
     def _receive_udp(self) -> None:
-        udp = self.udp
-        while not self.stopping.is_set():
-            try:
-                data = udp.recv(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                if self.stopping.is_set():
-                    return
-                raise
-            self.stats.udp_packets += 1
-            self.handle_lines(data)
+        """Read datagrams until stop() wakes the blocking recv with an empty one."""
+        udp, stats, handle = self.udp, self.stats, self.handle_lines
+        while True:
+            data = udp.recv(65535)
+            if self.stopping.is_set():
+                return
+            stats.udp_packets += 1
+            handle(data)
 
     def stop(self) -> None:
         """Stop receiving, apply what was received, close the sockets."""
         self.stopping.set()
+        if self.udp:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as wake:
+                wake.sendto(b"", self.udp.getsockname())
         if self.tcp:
             self.tcp.shutdown()
             self.tcp.server_close()
-        for thread in self.threads:
+        *receivers, loop = self.threads or [None]
+        for thread in receivers:
             thread.join(timeout=10)
+        self.received_all.set()
+        if loop:
+            loop.join(timeout=60)
         if self.udp:
             self.udp.close()
 
