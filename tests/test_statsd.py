@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 
 import pytest
 import requests
 
+from tally.errors import ConfigError
 from tally.ingest.counting import reads
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.statsd.mapping import Mapping
@@ -186,3 +188,16 @@ def test_past_the_memory_bound_new_targets_are_dropped_and_counted(redis_url, re
         listener.flush()
     assert listener.stats.samples_dropped == {"pending_full": 1}
     assert [_total(redis_client, settings, "m", k) for k in "abc"] == [6, 1, 0]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[[mapping]]\ncounter = "x"', "needs a `match` glob"),
+    ('[[mapping]]\nmatch = "a.*"\ncounter = "x"\nlabels = {}', "unknown field(s): labels"),
+    ('[[mapping]]\nmatch = "a.*"', "needs a `counter`"),
+    ('[[mapping]]\nmatch = "a.*"\ndrop = "yes"', "`drop` must be true or false"),
+    ('[mappings]\nmatch = "a.*"', "expected only [[mapping]] tables"),
+    ("[[mapping]\n", "cannot read"),
+])
+def test_a_mapping_file_tally_cannot_use_stops_it_naming_the_problem(text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Mapping.from_text(text)
