@@ -32,8 +32,10 @@ def test_tally_statsd_counts_udp_and_tcp_and_applies_the_rest_when_stopped(redis
                                                                             redis_client,
                                                                             tmp_path):
     port, metrics = free_ports(2)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[[mapping]]\nmatch = "mapped.*"\ncounter = "via_file"\nkey = "$1"\n')
     env = _env(redis_url=redis_url, statsd_port=port, statsd_metrics_port=metrics,
-               statsd_interval=0.2, shards=2, sinks="")
+               statsd_interval=0.2, shards=2, sinks="", statsd_mapping_file=mapping)
     config = CountingConfig.from_settings(statsd_settings(redis_url))
     log = open(tmp_path / "statsd.log", "wb")  # noqa: SIM115 (the process outlives this line)
     proc = subprocess.Popen([sys.executable, "-m", "tally.stack.cli", "statsd"], env=env,
@@ -42,14 +44,15 @@ def test_tally_statsd_counts_udp_and_tcp_and_applies_the_rest_when_stopped(redis
         url = f"http://127.0.0.1:{metrics}/metrics"
         wait_until(lambda: _answers(url), 20)
         send_udp(port, b"proc.udp:3|c\nproc.udp:1|c|@0.5", b"proc.timing:3|ms")
-        send_tcp(port, b"proc.tcp:2|c\n")
+        send_tcp(port, b"proc.tcp:2|c\nmapped.x:1|c\n")
         wait_until(lambda: reads.total(redis_client, config, "proc", "udp") == 5
-                   and reads.total(redis_client, config, "proc", "tcp") == 2)
+                   and reads.total(redis_client, config, "proc", "tcp") == 2
+                   and reads.total(redis_client, config, "via_file", "x") == 1)
         text = requests.get(url, timeout=5).text
-        assert 'tally_statsd_samples_total{type="c"} 3.0' in text
+        assert 'tally_statsd_samples_total{type="c"} 4.0' in text
         assert 'tally_statsd_refused_total{type="ms"} 1.0' in text
         send_udp(port, b"proc.last:1|c")  # counted by the flush at the stop
-        wait_until(lambda: 'tally_statsd_samples_total{type="c"} 4.0' in
+        wait_until(lambda: 'tally_statsd_samples_total{type="c"} 5.0' in
                    requests.get(url, timeout=5).text)
     finally:
         proc.send_signal(signal.SIGTERM)
