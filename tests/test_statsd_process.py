@@ -7,10 +7,12 @@ import signal
 import subprocess
 import sys
 
+import redis
 import requests
 
 from tally.ingest.counting import reads
 from tally.ingest.counting.config import CountingConfig
+from tally.stack import services
 from tally.stack.process import free_ports
 from tests.statsd_support import (
     lines_seen,
@@ -86,3 +88,23 @@ def test_a_batch_refused_while_the_event_log_is_full_is_retried(redis_url, redis
         listener.flush()
     assert reads.total(redis_client, config, "full", "a") == 5
     assert listener.stats.pending_events == 0 and listener.stats.events_applied == 4
+
+
+def test_counts_received_while_redis_is_down_are_applied_once_it_is_back(tmp_path):
+    port = free_ports(1)[0]
+    settings = statsd_settings(f"redis://127.0.0.1:{port}/0")
+    config = CountingConfig.from_settings(settings)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    with listening(client, settings) as (listener, (udp, tcp)):
+        send_udp(udp, b"outage.k:2|c\noutage.u:alice|s")
+        wait_until(lambda: lines_seen(listener) == 2)
+        listener.flush()
+        assert sum(listener.stats.apply_failures.values()) == 1
+        send_tcp(tcp, b"outage.k:3|c\n")  # summed beside the pending chunk
+        wait_until(lambda: lines_seen(listener) == 3)
+        with services.running(services.redis(port, tmp_path / "redis"), tmp_path / "log"):
+            listener.flush()
+            assert reads.total(client, config, "outage", "k") == 5
+            assert reads.unique_views(client, config, "outage", "u") == 1
+    client.close()
+    assert listener.stats.pending_events == 0 and listener.stats.events_applied == 3

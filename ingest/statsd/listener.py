@@ -86,7 +86,12 @@ class Listener:
         with self.lock:
             for raw in data.split(b"\n"):
                 if raw:
-                    self._line(raw)
+                    try:
+                        self._line(raw)
+                    except Exception:  # noqa: BLE001 - no input may end the listener
+                        self.stats.malformed["error"] += 1
+                        if self.once.due(("error",), time.monotonic()):
+                            log.exception("statsd line could not be handled")
 
     def _line(self, raw: bytes) -> None:
         outcome = self.reader.read(raw)
@@ -145,8 +150,10 @@ class Listener:
                            error=str(exc), events=len(chunk))
                 return False
             # Without ids a retry could count twice what already counted.
-            self.stats.events_dropped["outcome_unknown"] += len(chunk)
-            log.error("statsd batch outcome unknown; not retried (no event ids)",
+            reason = ("outcome_unknown" if isinstance(exc, OutcomeUnknownError)
+                      else "partially_applied")
+            self.stats.events_dropped[reason] += len(chunk)
+            log.error("statsd batch not retried (no event ids): it may have counted in part",
                       extra={"fields": {"error": str(exc), "events": len(chunk)}})
             return True
         except TallyError as exc:
@@ -161,8 +168,16 @@ class Listener:
     def _loop(self) -> None:
         interval = self.settings.statsd_interval
         while not self.received_all.wait(interval):
+            self._flush_logged()
+        self._flush_logged()  # what arrived before the stop
+
+    def _flush_logged(self) -> None:
+        """flush(), logging and counting what it did not expect rather than ending the loop."""
+        try:
             self.flush()
-        self.flush()  # what arrived before the stop
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive one bad interval
+            self.stats.apply_failures[type(exc).__name__] += 1
+            log.exception("statsd interval failed; pending events are kept")
 
     # -- sockets -----------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ class Stats:
     samples_dropped: Counter = field(default_factory=Counter)  # pending_full, mapping
     events_applied: int = 0
     events_duplicate: int = 0
-    events_dropped: Counter = field(default_factory=Counter)  # refused, outcome_unknown
+    events_dropped: Counter = field(default_factory=Counter)  # refused, outcome_unknown, …
     apply_failures: Counter = field(default_factory=Counter)  # by error class
     remainders_dropped: int = 0
     pending_events: int = 0
@@ -79,7 +79,8 @@ class StatsCollector:
                                   "aggregated events found already counted (retries)",
                                   value=s.events_duplicate)
         yield _labelled("events_dropped", "aggregated events given up: refused (the batch "
-                        "step refused them for good), outcome_unknown (without event ids)",
+                        "step refused them for good), outcome_unknown or partially_applied "
+                        "(not retried: without event ids a retry could count twice)",
                         "reason", s.events_dropped)
         yield _labelled("apply_failures", "batch steps that failed and will be retried",
                         "error", s.apply_failures)
