@@ -3,13 +3,15 @@
 The layers, bottom up: the base (tally/: settings, errors, connections, the
 key scheme, the event schema), the counting core, the services on it (the
 API, the flusher and its sinks, the exporter, the migrations), the HTTP
-server of the API, and the local stack with the CLI on top. A module's layer
+server of the API, the local stack with the CLI, and apart on top the Python
+client, which imports nothing else of Tally. A module's layer
 is its longest matching prefix in LAYERS.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 import tomllib
 from pathlib import Path
 
@@ -25,6 +27,7 @@ LAYERS = {
     "tally.exporter": 2, "tally.timescale": 2,
     "tally.ingest": 3,  # serve.py and worker.py: the HTTP server over the API
     "tally.stack": 4,
+    "tally.client": 5,  # the Python client: its own top layer, on nothing of the server
 }
 
 
@@ -126,7 +129,7 @@ def test_no_two_packages_import_each_other_even_through_others():
     assert cycle(packages) == []
 
 
-@pytest.mark.parametrize("name", ["ingest", "exporter", "stack", "timescale"])
+@pytest.mark.parametrize("name", ["ingest", "exporter", "stack", "timescale", "client"])
 def test_nothing_imports_a_folder_by_its_uninstalled_name(name):
     """`import ingest` works from the checkout only; installed, the package is tally.ingest."""
     users = [str(path.relative_to(ROOT)) for path in ROOT.glob("[!.]*/**/*.py")
@@ -135,3 +138,24 @@ def test_nothing_imports_a_folder_by_its_uninstalled_name(name):
                  or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == name)
                  for n in ast.walk(ast.parse(path.read_text())))]
     assert users == []
+
+
+def test_the_client_stands_alone():
+    """tally.client runs in an application with only the standard library and requests."""
+    client = {m for m in MODULES if layer(m)[1] == "tally.client"}
+    outside = {f"{m} imports {i}" for m in client for i in GRAPH[m] if i not in client}
+    users = {f"{m} imports {i}" for m in set(MODULES) - client for i in GRAPH[m] & client}
+    third_party = {f"{m} imports {name}" for m in client for name in top_level_imports(MODULES[m])
+                   if name not in sys.stdlib_module_names and name not in ("tally", "requests")}
+    assert (outside, users, third_party) == (set(), set(), set())
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """First components of every name a file imports."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
