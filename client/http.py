@@ -17,6 +17,11 @@ from tally.client.errors import ProblemError
 # same ids, so even a 500 partially-applied or a 504 outcome-unknown (Redis may
 # have counted the batch) is retried: the counted part answers as duplicates.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A request that failed on the way: not sent, or sent with its answer lost (the
+# server died mid-response: IncompleteRead arrives as ChunkedEncodingError).
+TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class Http:
              **kwargs) -> requests.Response:
         """Send until an answer that `retry` (given the status) does not want retried.
 
-        Connection errors and timeouts count as status 0. After `give_up_after`
+        Transport errors (TRANSPORT_ERRORS) count as status 0. After `give_up_after`
         seconds the last answer is returned, or the last connection error raised.
         """
         headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
@@ -80,7 +85,7 @@ class Http:
                 response = self.session.request(method, self.url + path, headers=headers,
                                                 timeout=self.timeout, **kwargs)
                 status, after = response.status_code, retry_after(response)
-            except (requests.ConnectionError, requests.Timeout):
+            except TRANSPORT_ERRORS:
                 status, after, response = 0, None, None
                 if not retry(0) or time.monotonic() - started > give_up_after:
                     raise
