@@ -281,7 +281,8 @@ def _overview() -> dict:
         "/v1/counters/{counter}/rate": {"get": op(
             "A counter's value per minute over all its keys, and per second",
             {"200": ok(obj(["counter", "step", "points"], counter={"type": "string"},
-                           step={"const": "1m"}, points={"type": "array", "items": point})),
+                           step={"enum": ["1m", "1h", "1d"], "description": "always 1m"},
+                           points={"type": "array", "items": point})),
              **problems(400)}, scope="read", parameters=[path("counter", COUNTER), minutes])},
         "/v1/leaderboards": {"get": op(
             "Names and sizes of the leaderboards (the first 1,000 by name)",
