@@ -20,12 +20,17 @@ import requests
 
 from tally.errors import ConfigError
 from tally.ingest.api.public import load_config
-from tally.settings import load_settings
+from tally.settings import PROJECT_ROOT, load_settings
 from tests.test_api_support import R, gunicorn
 
 LIMIT = 3
-PAGE = """<!doctype html><title>t</title>
-<script src="{api}/v1/count.js" data-counter="pageviews" async></script>"""
+README = PROJECT_ROOT / "README.md"
+
+
+def readme_snippet() -> str:
+    """The README's one-line page snippet ("Count from your code"), as written."""
+    section = README.read_text().split("## Count from your code\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```html\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +56,10 @@ def _serve(redis_url, tmp_path_factory, pages, **settings):
 
 @pytest.fixture(scope="module")
 def api(redis_url, tmp_path_factory, pages):
-    """The API under gunicorn; its base URL. The pages include its count.js."""
+    """The API under gunicorn; its base URL. The pages hold the README's snippet for it."""
     with _serve(redis_url, tmp_path_factory, pages) as (base, _):
-        (pages[2] / "index.html").write_text(PAGE.format(api=base))
+        page = readme_snippet().replace("http://127.0.0.1:8080", base)
+        (pages[2] / "index.html").write_text(f"<!doctype html><title>t</title>\n{page}")
         yield base
 
 
