@@ -61,4 +61,4 @@ def test_scrape_jobs_match_alerts_and_interval():
         config = yaml.safe_load((PROM / name).read_text())
         assert config["global"]["scrape_interval"] == "15s"
         jobs = {job["job_name"] for job in config["scrape_configs"]}
-        assert jobs == {"tally-exporter", "tally-ingest"}
+        assert jobs == {"tally-exporter", "tally-ingest", "tally-statsd"}
