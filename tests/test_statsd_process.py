@@ -12,11 +12,13 @@ import requests
 
 from tally.ingest.counting import reads
 from tally.ingest.counting.config import CountingConfig
+from tally.settings import PROJECT_ROOT
 from tally.stack import services
 from tally.stack.process import free_ports
 from tests.statsd_support import (
     lines_seen,
     listening,
+    logged_events,
     send_tcp,
     send_udp,
     statsd_settings,
@@ -108,3 +110,23 @@ def test_counts_received_while_redis_is_down_are_applied_once_it_is_back(tmp_pat
             assert reads.unique_views(client, config, "outage", "u") == 1
     client.close()
     assert listener.stats.pending_events == 0 and listener.stats.events_applied == 3
+
+
+def test_the_readme_statsd_snippet_counts_as_it_says(redis_client, redis_url):
+    """README's "Count from your code" StatsD line, run as written (the port aside)."""
+    section = (PROJECT_ROOT / "README.md").read_text().split("## Count from your code\n", 1)[1]
+    snippet = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    settings = statsd_settings(redis_url)
+    config = CountingConfig.from_settings(settings)
+    with listening(redis_client, settings) as (listener, (udp, _tcp)):
+        assert "/dev/udp/127.0.0.1/8125" in snippet
+        subprocess.run(["bash", "-c", snippet.replace("/8125", f"/{udp}")], check=True,
+                       timeout=10)
+        wait_until(lambda: lines_seen(listener) == 3)
+        listener.flush()
+    assert [reads.total(redis_client, config, "app", key)
+            for key in ("signups", "logins", "visitors")] == [1, 10, 1]
+    assert reads.unique_views(redis_client, config, "app", "visitors") == 1
+    props = [e["props"] for e in logged_events(redis_client, settings, "app")
+             if e["key"] == "signups"]
+    assert props == ['{"plan":"pro"}']
