@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import logging
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -47,8 +46,8 @@ class Client(Reads):
                                on_full=on_full, block_timeout=block_timeout,
                                give_up_after=give_up_after, on_failure=on_failure)
         self._closed = False
-        self._at_exit = _close_at_exit(weakref.ref(self))
-        atexit.register(self._at_exit)
+        # A strong reference: a client dropped without close() still delivers at exit.
+        atexit.register(self._close_at_exit)
 
     def count(self, counter: str, key: str, *, user: str | None = None, value: int = 1,
               ts: datetime | float | str | None = None, props: Mapping[str, str] | None = None,
@@ -84,29 +83,23 @@ class Client(Reads):
         if self._closed:
             return
         self._closed = True
-        atexit.unregister(self._at_exit)
+        atexit.unregister(self._close_at_exit)
         try:
             self.batcher.wait(timeout, closing=True)
         finally:
             self.http.close()
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close(timeout=30.0)
+        except UnsentEvents as exc:
+            log.error("tally client at exit: %s", exc)
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def _close_at_exit(ref: weakref.ref[Client]) -> Callable[[], None]:
-    def close() -> None:
-        client = ref()
-        if client is None:
-            return
-        try:
-            client.close(timeout=30.0)
-        except UnsentEvents as exc:
-            log.error("tally client at exit: %s", exc)
-    return close
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,13 +63,29 @@ def problem_of(response: requests.Response) -> ProblemError:
 
 
 class Http:
-    """One requests.Session against a Tally base URL, with the retry policy."""
+    """requests against a Tally base URL with the retry policy, one Session per thread.
+
+    requests does not promise that a Session is thread-safe, and the sender
+    thread posts while application threads read.
+    """
 
     def __init__(self, url: str, timeout: float, backoff: Backoff) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.backoff = backoff
-        self.session = requests.Session()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's Session (made on first use)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._lock:
+                self._sessions.append(session)
+        return session
 
     def send(self, method: str, path: str, token: str, *, retry: Callable[[int], bool],
              give_up_after: float, wait: Callable[[float], Any] = time.sleep,
@@ -96,5 +113,8 @@ class Http:
             attempt += 1
 
     def close(self) -> None:
-        """Close the pooled connections."""
-        self.session.close()
+        """Close every thread's pooled connections."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()

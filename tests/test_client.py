@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -164,3 +166,25 @@ def test_reads_totals_in_bulk_top_series_leaderboards_and_rate_limits(make):
     with pytest.raises(ProblemError) as caught:
         client.check_rate_limit("nope", "ip:1")
     assert (caught.value.status, caught.value.type) == (404, "unknown-limit")
+
+
+AT_EXIT = """
+import logging, sys
+from tally.client import Client
+logging.basicConfig()
+client = Client(sys.argv[1], sys.argv[2], flush_interval=60)
+for _ in range(9):
+    client.count("views", "exit")
+del client  # neither flushed nor closed: delivered, or reported, at interpreter exit
+"""
+
+
+@pytest.mark.parametrize(("token", "counted", "report"), [
+    (WRITE, 9, ""),
+    ("wrong", 0, "ERROR:tally.client:tally client at exit: 9 event(s) not counted, 0 still "
+                 "unsent; e.g. 401 unauthorized: the bearer token is not valid\n")])
+def test_interpreter_exit_delivers_or_reports(make, server, token, counted, report):
+    done = subprocess.run([sys.executable, "-c", AT_EXIT, server, token], capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, report)
+    assert make().total("views", "exit") == counted
