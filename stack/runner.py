@@ -141,6 +141,8 @@ def up(args, settings: Settings) -> int:
     print(f"data in {settings.data_dir}, logs in {settings.data_dir / 'log'}")
     if (settings.data_dir / TOKENS_FILE).exists():
         print(f"bearer tokens in {settings.data_dir / TOKENS_FILE}")
+    # The first place to look (docs/page.md): it asks for the read token.
+    print(f"live page: http://127.0.0.1:{settings.ingest_port}/", flush=True)
     if args.detach or not started:
         print("stop with `tally down`" if started else "the stack was already running")
         return 0

@@ -62,7 +62,9 @@ def test_help_lists_subcommands():
 
 def test_up_down_up_keeps_data_and_leaves_no_process(stack_env):
     settings = load_settings(stack_env)
-    assert tally(stack_env, "up", "--detach").returncode == 0
+    started = tally(stack_env, "up", "--detach")
+    assert started.returncode == 0
+    assert f"live page: http://127.0.0.1:{settings.ingest_port}/" in started.stdout
     with redis.Redis.from_url(settings.redis_url) as client:
         client.set("kept", "yes")
     with psycopg.connect(settings.postgres_dsn) as conn:
