@@ -77,7 +77,7 @@ def overview() -> dict:
                                                "{{counter}}")], unit="percentunit"),
         panel(3, "Unique users (current hour / day)",
               [prom(f"tally_unique_users{{{sel}}}", "{{counter}} {{window}}")]),
-        panel(4, "Top keys today", [prom(f"topk(20, tally_top_key_count{{{sel}}})",
+        panel(4, "Top keys today", [prom(f"topk(20, tally_top_key_events{{{sel}}})",
                                          instant=True)], kind="table"),
         panel(5, "Flusher lag", [prom("tally_flusher_lag_seconds", "{{sink}}")], unit="s"),
         panel(6, "Dirty buckets waiting", [prom("tally_dirty_buckets", "{{sink}}")]),
