@@ -107,7 +107,11 @@ def stack(redis_url, postgres_dsn, influx_url, prometheus_server):
 
 
 def prom_data(base: str, target: dict, rng: TimeRange, variables: dict) -> list:
-    """Run a PromQL target as Grafana would (instant or range query); the result list."""
+    """Run a PromQL target as Grafana would (instant or range query); the result list.
+
+    $__interval and $__rate_interval follow the range; a range query reads the last
+    minute at 1 s steps, since the demo's samples are only seconds old.
+    """
     expr = expand_promql(target["expr"], rng, variables, scrape=1)
     if target.get("instant"):
         params, path = {"query": expr, "time": time.time()}, "query"
@@ -142,7 +146,7 @@ def test_demo_traffic_was_counted(stack):
 
 
 def test_overview_panels_return_series(stack):
-    base, rng = stack["prometheus"], stack["range"]
+    base, rng = stack["prometheus"], _recent(stack, 3600)
     counters = requests.get(f"{base}/api/v1/label/counter/values",
                             params={"match[]": "tally_events_total"}, timeout=10).json()["data"]
     assert sorted(counters) == sorted(demo.COUNTERS)
@@ -153,6 +157,21 @@ def test_overview_panels_return_series(stack):
         points = [r["value"] for r in result] if target.get("instant") else \
             [v for r in result for v in r["values"]]
         assert points, f"{title}: no samples"
+
+
+def test_overview_panels_return_series_over_thirty_days(stack):
+    """$__interval grows to 1 h, $__rate_interval to 3601s: every panel still has series."""
+    base, rng = stack["prometheus"], _recent(stack, 30 * 86400)
+    assert expand_promql("$__interval $__rate_interval", rng, {}, scrape=1) == "1h 3601s"
+    for title, target in targets(DASHBOARDS["tally-overview"]):
+        assert prom_data(base, target, rng, {"counter": ".*"}), f"{title}: no series"
+
+
+def _recent(stack, seconds: int) -> TimeRange:
+    """The range of the last `seconds` up to now, as a dashboard opened now shows it."""
+    now = time.time()
+    assert now - seconds <= stack["range"].start + 3600
+    return TimeRange(now - seconds, now)
 
 
 # One range per history table the stepped panels choose: minutes, hours, days.

@@ -79,12 +79,15 @@ def test_units_carry_the_hardening_and_the_env_file(units):
            "tally-statsd.service" in (units / "tally.target").read_text()
 
 
-def test_printed_units_name_each_file_and_a_relative_tally_is_refused():
+def test_printed_units_name_each_file_keep_a_home_venv_readable_and_refuse_a_relative_tally():
     printed = subprocess.run([str(TALLY), "systemd", "--env-file", "/srv/tally.env"],
                              capture_output=True, text=True, timeout=60)
     assert [line for line in printed.stdout.splitlines() if line.startswith("# tally")] == \
         [f"# {name}" for name in UNITS]
     assert printed.stdout.count("EnvironmentFile=/srv/tally.env") == 4
+    home = subprocess.run([str(TALLY), "systemd", "--tally", "/home/ops/venv/bin/tally"],
+                          capture_output=True, text=True, timeout=60).stdout
+    assert home.count("ProtectHome=read-only") == 4 and "ProtectHome=yes" not in home
     refused = subprocess.run([str(TALLY), "systemd", "--tally", "venv/bin/tally"],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "--tally must be an absolute path" in refused.stderr
