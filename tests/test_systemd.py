@@ -106,6 +106,14 @@ def _answers(url: str) -> bool:
         return False
 
 
+def test_the_restriction_refuses_writable_executable_memory():
+    probe = ("import mmap\ntry:\n    mmap.mmap(-1, 4096, prot=7)\nexcept PermissionError:\n"
+             "    print('refused')\n")
+    out = subprocess.run([sys.executable, "-c", RESTRICTED, sys.executable, "-c", probe],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout == "refused\n", out.stdout + out.stderr
+
+
 def test_services_run_without_writable_executable_memory(redis_url, redis_client, postgres_dsn,
                                                          influx_url, pg_conn, influx, tmp_path):
     ingest, exporter, statsd, statsd_metrics = free_ports(4)
