@@ -22,7 +22,7 @@ from tally.exporter.server import serve
 from tally.ingest.api import close_app
 from tally.ingest.statsd.server import serve_metrics
 from tests.statsd_support import listening, send_udp, statsd_settings, wait_until
-from tests.test_api_support import WRITE, make_app
+from tests.test_api_support import WRITE, gunicorn, make_app
 from tests.test_exporter import CONFIG, SCRAPED_AT, load_demo
 
 
@@ -86,6 +86,17 @@ def test_ingest_api_scrape_passes_promtool(ingest_url):
     assert posted.status_code < 500, posted.text
     text = scrape(f"{ingest_url}/metrics")
     assert "tally_ingest_http_request_duration_seconds_bucket" in text
+    assert_clean(text, "tally_ingest_events_total")
+
+
+def test_tally_serve_multiprocess_scrape_passes_promtool(redis_url, redis_client, tmp_path):
+    """Under gunicorn the exposition merges every worker's files: check that text too."""
+    with gunicorn(redis_url, 2, tmp_path) as (base, _master):
+        for i in range(4):
+            requests.post(f"{base}/v1/events", json={"counter": "views", "key": "k", "id": str(i)},
+                          headers={"Authorization": f"Bearer {WRITE}"}, timeout=10)
+        text = scrape(f"{base}/metrics")
+    assert 'tally_ingest_events_total{outcome="accepted"} 4.0' in text, text
     assert_clean(text, "tally_ingest_events_total")
 
 
