@@ -118,6 +118,9 @@ class Settings:
     statsd_max_pending: int = 100_000  # aggregated events held in memory, unapplied ones too
     statsd_event_ids: bool = True  # an id per aggregated event: retries count once
 
+    # Flusher takeover (docs/flusher.md, "Takeover and fencing").
+    flush_lock_seconds: float = 6.0  # a sink lock's lease, renewed by its holder's heartbeat
+
     def __post_init__(self) -> None:
         derived = {name: value for name, value in self._derivations().items()
                    if not getattr(self, name)}
