@@ -31,13 +31,20 @@ def make_settings(redis_url: str, postgres_dsn: str, influx_url: str, **override
                          influx_url=influx_url, **(base | overrides))
 
 
-def flush_all(client, settings) -> None:
-    """Flush every configured sink until drained, in this process."""
+def flush_all(client, settings, timeout: float = 30.0) -> None:
+    """Flush every configured sink until drained, in this process.
+
+    A sink whose lock another flusher holds (a killed one's runs out within
+    TALLY_FLUSH_LOCK_SECONDS) is retried until it is ours.
+    """
     config = CountingConfig.from_settings(settings)
+    deadline = time.monotonic() + timeout
     for name in settings.sinks:
         sink = build_sink(name, settings)
         try:
-            flush.flush_sink(client, config, sink, settings)
+            while flush.flush_sink(client, config, sink, settings).elsewhere:
+                assert time.monotonic() < deadline, f"the lock of sink {name} stayed held"
+                time.sleep(0.1)
         finally:
             sink.close()
 
