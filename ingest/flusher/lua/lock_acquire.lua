@@ -16,7 +16,7 @@ if redis.call('TYPE', KEYS[1]).ok == 'string' then
   redis.call('DEL', KEYS[1])
 end
 local held = redis.call('HMGET', KEYS[1], 'owner', 'until')
-if held[1] and tonumber(held[2]) > now then return {0, tonumber(held[2]) - now} end
+if held[1] and tonumber(held[2] or 0) > now then return {0, tonumber(held[2]) - now} end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', string.format('%d', now + tonumber(ARGV[2])))
 return {1, fence}
