@@ -143,7 +143,7 @@ class _Run:
 
 def flush_sink(client, config: CountingConfig, sink: Sink, settings,
                checkpoint: Callable[[str], None] = _noop) -> RunResult:
-    """Recover expired leases, then flush rounds until the sink's dirty sets are empty.
+    """Take the lock, reclaim in-flight marks, then flush rounds until the dirty sets are empty.
 
     Runs only while holding the sink's lock; when another flusher holds it,
     returns at once having done nothing (it will flush these marks).
