@@ -45,8 +45,8 @@ def _stored_fence(dsn: str, sink: str) -> int | None:
 
 
 def _frozen_at(settings, sinks: str, point: str, **env) -> tuple:
-    """A `tally flush` process SIGSTOPped at `point` (a pause it logged), and its log."""
-    proc = start_flusher(settings, sinks=sinks, flush_pause_at=point, flush_pause_seconds="1",
+    """A `tally flush` process SIGSTOPped at `point` (within its 4 s pause there), and its log."""
+    proc = start_flusher(settings, sinks=sinks, flush_pause_at=point, flush_pause_seconds="4",
                          flush_lock_seconds=LOCK_SECONDS, **env)
     log = LogReader(proc)
     assert log.wait_for(f'"point": "{point}"', 60), log.seen.decode()[-2000:]
