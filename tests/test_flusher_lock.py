@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tally import keys
-from tally.ingest.flusher import lock
+from tally.ingest.flusher import handoff, lock
 from tests.flusher_support import expected, flush_all, ingest, make_settings, stored_pg, stream
 from tests.reference_model import ReferenceModel
 
@@ -57,3 +57,25 @@ def test_fence_rises_above_one_timescale_kept_when_redis_lost_the_lock(redis_cli
         assert conn.execute("SELECT fence FROM sink_fence WHERE sink = 'timescale'"
                             ).fetchone() == (1001,)
     assert stored_pg(pg_dsn) == expected(model)
+
+
+@pytest.mark.parametrize("which", ["single", "cluster"])
+def test_reclaim_takes_live_leases_and_remark_restores_earliest_scores(which, request):
+    """The new holder's reclaim returns marks whose lease has not run out; a re-mark puts marks
+    back that someone else already released, keeping the earlier score of a re-marked one."""
+    client = request.getfixturevalue("redis_client" if which == "single"
+                                     else "redis_cluster_client")
+    shards = [handoff.Shard("views", 0), handoff.Shard("views", 1)]
+    for shard in shards:
+        client.zadd(shard.keys.dirty("influx"), {"5:a": 100, "6:b": 200})
+    marks = handoff.take(client, shards, "influx", "dead", 10, time.time() + 120)
+    assert len(marks) == 4 and handoff.recover(client, shards, "influx", time.time()) == 0
+    assert handoff.reclaim(client, shards, "influx") == 4
+    assert not client.exists(shards[0].keys.inflight("influx", "dead"))
+    taken = handoff.take(client, shards, "influx", "next", 10, time.time() + 120)
+    handoff.release(client, shards, "influx", "next")
+    client.zadd(shards[0].keys.dirty("influx"), {"5:a": 150})  # re-marked by ingest meanwhile
+    assert handoff.remark(client, "influx", taken) == 4
+    for shard in shards:
+        dirty = dict(client.zrange(shard.keys.dirty("influx"), 0, -1, withscores=True))
+        assert dirty == {b"5:a": 100, b"6:b": 200}
