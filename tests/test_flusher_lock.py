@@ -10,7 +10,9 @@ import psycopg
 import pytest
 
 from tally import keys
+from tally.errors import ConfigError
 from tally.ingest.flusher import handoff, lock
+from tally.settings import load_settings
 from tests.flusher_support import expected, flush_all, ingest, make_settings, stored_pg, stream
 from tests.reference_model import ReferenceModel
 
@@ -79,3 +81,9 @@ def test_reclaim_takes_live_leases_and_remark_restores_earliest_scores(which, re
     for shard in shards:
         dirty = dict(client.zrange(shard.keys.dirty("influx"), 0, -1, withscores=True))
         assert dirty == {b"5:a": 100, b"6:b": 200}
+
+
+def test_a_too_short_lock_is_refused_by_name():
+    with pytest.raises(ConfigError, match="TALLY_FLUSH_LOCK_SECONDS must be at least 0.5, not 0.1"):
+        load_settings({"TALLY_FLUSH_LOCK_SECONDS": "0.1"})
+    assert load_settings({}).flush_lock_seconds == 6.0
