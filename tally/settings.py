@@ -94,7 +94,7 @@ class Settings:
     # Flusher.
     flush_interval: float = 10.0
     flush_batch_size: int = 20_000
-    flush_lease_seconds: float = 120.0  # a killed flusher's marks return after this
+    flush_lease_seconds: float = 120.0  # in-flight marks' deadline (the lock passes sooner)
     flush_maintenance_interval: float = 600.0  # seconds between retention runs
     influx_top_n: int = 100
     influx_keys: tuple[str, ...] = ()
