@@ -68,6 +68,8 @@ def check_ranges(settings) -> None:
     if settings.sink_write_timeout >= settings.flush_lease_seconds:
         refuse("sink_write_timeout", "less than TALLY_FLUSH_LEASE_SECONDS "
                f"({settings.flush_lease_seconds}), or a hung write outlives its lease")
+    if settings.flush_lock_seconds < 0.5:  # renewed every third of it, with Redis round trips
+        refuse("flush_lock_seconds", "at least 0.5")
     if not MEMORY_SIZE.fullmatch(settings.redis_maxmemory):
         refuse("redis_maxmemory", "bytes with an optional unit (kb, mb, gb), e.g. 1gb or 0")
 
