@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,17 +66,23 @@ def running(service: Service, log_path: Path, timeout: float = 60.0) -> Iterator
 
 
 def prometheus_config(scrape: dict[str, list[str]], interval: str = "1s",
-                      rule_files: tuple[str, ...] = ()) -> str:
+                      rule_files: tuple[str, ...] = (),
+                      alertmanagers: tuple[str, ...] = ()) -> str:
     """Return a Prometheus config scraping {job: [host:port, ...]} (JSON, which is YAML too).
 
     The one producer of Prometheus configuration: the test fixtures call it
     directly, the local stack and compose through tally.stack.prometheus_yml.
-    JSON needs no YAML library at run time.
+    JSON needs no YAML library at run time. `alertmanagers` (host:port) get
+    the alerts; without them the rules still evaluate but notify nobody.
     """
     jobs = [{"job_name": job, "static_configs": [{"targets": targets}]}
             for job, targets in scrape.items()]
-    return json.dumps({"global": {"scrape_interval": interval, "evaluation_interval": interval},
-                       "rule_files": list(rule_files), "scrape_configs": jobs}, indent=2)
+    config = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
+              "rule_files": list(rule_files), "scrape_configs": jobs}
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [
+            {"targets": list(alertmanagers)}]}]}
+    return json.dumps(config, indent=2)
 
 
 def http_ok(url: str, status: int = 200) -> Callable[[], bool]:
@@ -213,6 +220,32 @@ def prometheus(port: int, data_dir: Path, config_file: Path) -> Service:
             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
             "--log.level=warn")
     return Service("prometheus", argv, url, http_ok(f"{url}/-/ready"),
+                   lambda: data_dir.mkdir(parents=True, exist_ok=True))
+
+
+ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian's name, upstream's
+
+
+def alertmanager_binary() -> str:
+    """Return the installed Alertmanager command."""
+    for name in ALERTMANAGER_BINARIES:
+        if shutil.which(name):
+            return name
+    raise ServiceError("Alertmanager is not installed (Debian: prometheus-alertmanager); "
+                       "run `bash scripts/bootstrap` first")
+
+
+def alertmanager(port: int, data_dir: Path, config_file: Path) -> Service:
+    """Alertmanager on loopback with its silences and notification log in data_dir.
+
+    An empty cluster address turns off the gossip port (9094 on every
+    interface by default): one Alertmanager needs no peers.
+    """
+    url = f"http://127.0.0.1:{port}"
+    argv = (alertmanager_binary(), f"--config.file={config_file}",
+            f"--storage.path={data_dir}", f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=", "--log.level=warn")
+    return Service("alertmanager", argv, url, http_ok(f"{url}/-/ready"),
                    lambda: data_dir.mkdir(parents=True, exist_ok=True))
 
 
