@@ -44,7 +44,7 @@ def _tally(s: Settings, name: str, args: list[str], port: int, probe: str) -> se
 
 def _prometheus(s: Settings) -> services.Service:
     return services.prometheus(s.prometheus_port, s.data_dir / "prometheus",
-                               s.data_dir / "prometheus.yml")
+                               s.data_dir / "prometheus.yml", lifecycle=False)
 
 
 def _alertmanager(s: Settings) -> services.Service:

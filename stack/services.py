@@ -213,12 +213,17 @@ def influx(port: int, data_dir: Path, *, rpc_port: int | None = None) -> Service
                    prepare)
 
 
-def prometheus(port: int, data_dir: Path, config_file: Path) -> Service:
-    """Prometheus with a given config, reloadable through POST /-/reload."""
+def prometheus(port: int, data_dir: Path, config_file: Path, *,
+               lifecycle: bool = True) -> Service:
+    """Prometheus with a given config; lifecycle=True: reloadable through POST /-/reload.
+
+    The test fixtures reload; `tally up` turns the lifecycle API off, since
+    it would let anyone who reaches the port POST /-/quit.
+    """
     url = f"http://127.0.0.1:{port}"
     argv = ("prometheus", f"--config.file={config_file}", f"--storage.tsdb.path={data_dir}",
-            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-            "--log.level=warn")
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+            *(("--web.enable-lifecycle",) if lifecycle else ()))
     return Service("prometheus", argv, url, http_ok(f"{url}/-/ready"),
                    lambda: data_dir.mkdir(parents=True, exist_ok=True))
 

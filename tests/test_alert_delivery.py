@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -53,7 +57,7 @@ def exporter_process(redis_url: str, port: int) -> services.Service:
     return services.tally("exporter", ["exporter"], url, services.http_ok(url + "/metrics"), env)
 
 
-def test_a_firing_rule_reaches_the_webhook_with_labels_and_annotations(webhook, alerting,
+def test_a_firing_rule_reaches_the_webhook_and_so_does_its_resolution(webhook, alerting,
                                                                        tmp_path):
     dead = f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens: up == 0
     alerting(webhook.url, quick_rule("TallyExporterDown", tmp_path), {"tally-exporter": [dead]})
@@ -69,6 +73,33 @@ def test_a_firing_rule_reaches_the_webhook_with_labels_and_annotations(webhook, 
     delay = seconds_since(alert["startsAt"], arrived)
     print(f"rule true -> webhook: {delay:.2f} s")  # reported with pytest -s
     assert 0 <= delay < DEADLINE
+    with metrics_target(int(dead.rpartition(":")[2])):  # the target answers: up == 1
+        _, note = webhook.next(timeout=DEADLINE)
+    assert (note["status"], note["alerts"][0]["labels"]["instance"]) == ("resolved", dead)
+
+
+@contextmanager
+def metrics_target(port: int) -> Iterator[None]:
+    """A real HTTP server on port answering every GET with one sample, while the block runs."""
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = b"tally_up 1\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args) -> None:  # noqa: A002
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_without_a_webhook_the_exporter_logs_each_alert(webhook, alerting, redis_url,

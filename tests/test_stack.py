@@ -140,7 +140,7 @@ def test_readme_quickstart_counts_flushes_and_exports(stack_env):
 
 
 def test_up_runs_alertmanager_and_its_alerts_reach_the_exporter_log(stack_env):
-    """Prometheus knows the stack's Alertmanager, whose default route logs in the exporter."""
+    """Prometheus (no lifecycle API) knows the stack's Alertmanager, which logs in the exporter."""
     env = dict(stack_env, TALLY_ALERT_GROUP_WAIT="1")
     settings = load_settings(env)
     assert tally(env, "up", "--detach").returncode == 0
@@ -152,6 +152,8 @@ def test_up_runs_alertmanager_and_its_alerts_reach_the_exporter_log(stack_env):
         return [a["url"] for a in answer["data"]["activeAlertmanagers"]]
 
     assert wait_for(active_alertmanagers) == [f"http://{am}/api/v2/alerts"]
+    quit_ = requests.post(f"http://127.0.0.1:{settings.prometheus_port}/-/quit", timeout=10)
+    assert quit_.status_code == 403  # no lifecycle API
     alert = {"labels": {"alertname": "StackSmoke", "severity": "warning"},
              "annotations": {"summary": "posted by the stack test"}}
     requests.post(f"http://{am}/api/v2/alerts", json=[alert], timeout=10).raise_for_status()
