@@ -10,6 +10,9 @@ static file, so prometheus/prometheus.compose.yml and prometheus.yml (the
 local stack at the default settings) are committed output:
 `python -m tally.stack.prometheus_yml` rewrites them, and
 tests/test_smoke_prometheus.py fails when they differ from what it would write.
+Both send alerts to the Alertmanager beside them (loopback, or the compose
+service `alertmanager`); `main` also rewrites prometheus/alertmanager.yml
+(tally.stack.alertmanager).
 """
 
 from __future__ import annotations
