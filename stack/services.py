@@ -232,12 +232,17 @@ ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian's 
 
 
 def alertmanager_binary() -> str:
-    """Return the installed Alertmanager command."""
-    for name in ALERTMANAGER_BINARIES:
-        if shutil.which(name):
-            return name
-    raise ServiceError("Alertmanager is not installed (Debian: prometheus-alertmanager); "
-                       "run `bash scripts/bootstrap` first")
+    """Return the installed Alertmanager command (Debian's name when there is none)."""
+    return next((name for name in ALERTMANAGER_BINARIES if shutil.which(name)),
+                ALERTMANAGER_BINARIES[0])
+
+
+def _alertmanager_prepare(data_dir: Path) -> None:
+    """Refuse to start without the binary (checked at start, so `tally down` still works)."""
+    if not shutil.which(alertmanager_binary()):
+        raise ServiceError("Alertmanager is not installed (Debian: prometheus-alertmanager); "
+                           "run `bash scripts/bootstrap` first")
+    data_dir.mkdir(parents=True, exist_ok=True)
 
 
 def alertmanager(port: int, data_dir: Path, config_file: Path) -> Service:
@@ -251,7 +256,7 @@ def alertmanager(port: int, data_dir: Path, config_file: Path) -> Service:
             f"--storage.path={data_dir}", f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=", "--log.level=warn")
     return Service("alertmanager", argv, url, http_ok(f"{url}/-/ready"),
-                   lambda: data_dir.mkdir(parents=True, exist_ok=True))
+                   lambda: _alertmanager_prepare(data_dir))
 
 
 def tally(name: str, args: list[str], url: str, ready: Callable[[], bool],
