@@ -143,6 +143,23 @@ def test_the_logging_receiver_refuses_what_is_not_a_notification(redis_url, redi
         assert bad.status_code == 400 and "list of alerts" in bad.text
         assert requests.post(f"{url}/alerts", json={"alerts": []}, timeout=10).text == \
             "logged 0 alerts\n"
+    lines = [json.loads(text) for text in (tmp_path / "exporter.log").read_text().splitlines()]
+    assert [line["message"] for line in lines if line["level"] == "error"] == [
+        "alert notification unreadable"]
+
+
+def test_a_resolved_alert_is_logged_at_info(redis_url, redis_client, tmp_path):
+    exporter = exporter_process(redis_url, free_ports(1)[0])
+    resolved = {"status": "resolved", "labels": {"alertname": "TallyFlushStale", "sink": "influx"},
+                "annotations": {"summary": "s"}, "startsAt": "2026-12-04T18:00:00Z"}
+    with services.running(exporter, tmp_path / "exporter.log"):
+        answer = requests.post(f"{exporter.url}/alerts", timeout=10, json={
+            "receiver": "tally-log", "status": "resolved", "alerts": [resolved, resolved]})
+        assert answer.text == "logged 2 alerts\n"
+    lines = [json.loads(text) for text in (tmp_path / "exporter.log").read_text().splitlines()]
+    alerts = [line for line in lines if line["logger"] == "tally.alerts"]
+    assert [(a["level"], a["message"], a["labels"]["sink"]) for a in alerts] == [
+        ("info", "alert resolved: TallyFlushStale", "influx")] * 2
 
 
 def test_committed_config_is_what_the_generator_writes():
