@@ -120,6 +120,12 @@ class Settings:
 
     # Flusher takeover (docs/flusher.md, "Takeover and fencing").
     flush_lock_seconds: float = 6.0  # a sink lock's lease, renewed by its holder's heartbeat
+    # Alert delivery: the local stack's Alertmanager (docs/observability.md, "Alert delivery").
+    alertmanager_port: int = 9093
+    alert_webhook_url: str = ""  # where notifications are posted; empty: the exporter logs them
+    alert_group_wait: int = 30  # seconds a new group waits for more alerts before its first post
+    alert_group_interval: int = 300  # seconds between posts about a group that changed
+    alert_repeat_interval: int = 14400  # seconds before a still-firing group is posted again
 
     def __post_init__(self) -> None:
         derived = {name: value for name, value in self._derivations().items()
