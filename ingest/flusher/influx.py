@@ -22,6 +22,7 @@ from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
 from tally.errors import SinkError
 from tally.ingest.flusher import lineprotocol
 from tally.ingest.flusher.influx_setup import auth_options
+from tally.redact import redact
 from tally.ingest.flusher.sink import BucketRow
 from tally.resolutions import TABLE
 
@@ -128,7 +129,8 @@ class InfluxSink:
                 f"{self.url}/write", params={"db": self.db, "rp": rp, "precision": "s"},
                 data=data, headers=headers, timeout=self.timeout, **self.auth)
         except requests.RequestException as exc:
-            raise SinkError(f"InfluxDB at {self.url} did not answer: {exc}") from exc
+            raise SinkError(f"InfluxDB at {redact(self.url)} did not answer: "
+                            f"{redact(str(exc))}") from exc
         if response.status_code != 204:
             raise SinkError(f"InfluxDB refused a write to rp {rp}: "
                             f"{response.status_code} {response.text.strip()}")
