@@ -168,7 +168,8 @@ def _initdb(data_dir: Path, log_path: Path, superuser_password: str) -> None:
         return
     if user:
         os.chown(data_dir, *_ids(user))
-        if subprocess.run(["test", "-w", str(data_dir)], user=user).returncode:
+        if subprocess.run(["test", "-w", str(data_dir)], user=user, group=user,
+                          extra_groups=[]).returncode:
             raise ServiceError(f"the {user} OS user cannot reach {data_dir}; give its parent "
                                "folders o+x or choose another TALLY_DATA_DIR")
     data_dir.chmod(0o700)

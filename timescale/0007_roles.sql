@@ -35,7 +35,7 @@ GRANT EXECUTE ON PROCEDURE tally_drop_expired_chunks() TO tally_app;
 
 -- The events' retention is a setting (TALLY_EVENTS_RETENTION), so it is an argument.
 CREATE OR REPLACE FUNCTION tally_drop_event_chunks(days integer)
-RETURNS SETOF regclass
+RETURNS SETOF text
 LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT drop_chunks('events', older_than => make_interval(days => days))
 $$;
