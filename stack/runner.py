@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from tally.errors import ServiceError
 from tally.ingest.flusher.influx_setup import set_up_influx
+from tally.redact import redact
 from tally.settings import Settings
 from tally.stack import pg_roles, process, secrets, services
 from tally.stack.prometheus_yml import write_config
@@ -58,7 +59,7 @@ STACK: tuple[Entry, ...] = (
     Entry("prometheus", _prometheus, before_start=write_config),
     # Tally's own processes, started after the servers they use.
     Entry("ingest", lambda s: _tally(s, "ingest", ["serve"], s.ingest_port, "/healthz")),
-    Entry("flusher", lambda s: services.tally("flusher", ["flush"], s.redis_url,
+    Entry("flusher", lambda s: services.tally("flusher", ["flush"], redact(s.redis_url),
                                               lambda: True, child_env(s)), listens=False),
     Entry("exporter", lambda s: _tally(s, "exporter", ["exporter"], s.exporter_port, "/metrics")),
     Entry("statsd", lambda s: services.tally(
