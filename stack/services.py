@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 import requests
+from psycopg.conninfo import make_conninfo
 
 from tally.errors import ServiceError
 from tally.stack import process

@@ -187,7 +187,7 @@ def up_stack():
     names = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER", "STATSD", "STATSD_METRICS")
     ports = process.free_ports(len(names) + 1)
     env = dict(os.environ, TALLY_DATA_DIR=str(root / "data"), TALLY_INFLUX_PORT=str(ports[-1]),
-               **{f"TALLY_{name}_PORT": str(port) for name, port in zip(names, ports, strict=False)})
+               **{f"TALLY_{name}_PORT": str(p) for name, p in zip(names, ports, strict=False)})
     yield env, root / "data"
     tally(env, "down")
     shutil.rmtree(root)

@@ -19,9 +19,9 @@ import yaml
 
 from tally.settings import PROJECT_ROOT, Settings, load_settings
 from tally.stack import process
-from tally.stack.secrets import TOKENS_FILE, read_file
 from tally.stack.prometheus_yml import stack_config
 from tally.stack.runner import STACK, running_pid
+from tally.stack.secrets import TOKENS_FILE, read_file
 
 
 def tally(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

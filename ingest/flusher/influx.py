@@ -22,8 +22,8 @@ from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
 from tally.errors import SinkError
 from tally.ingest.flusher import lineprotocol
 from tally.ingest.flusher.influx_setup import auth_options
-from tally.redact import redact
 from tally.ingest.flusher.sink import BucketRow
+from tally.redact import redact
 from tally.resolutions import TABLE
 
 RETENTION = {r.code: r.retention_policy for r in TABLE}  # resolution code -> retention policy

@@ -9,8 +9,8 @@ from __future__ import annotations
 import requests
 
 from tally.errors import ServiceError
-from tally.resolutions import TABLE
 from tally.redact import redact
+from tally.resolutions import TABLE
 from tally.settings import Settings
 
 
