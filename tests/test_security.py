@@ -27,9 +27,10 @@ from psycopg.conninfo import make_conninfo
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from tally.errors import ServiceError
 from tally.redact import redact
 from tally.settings import load_settings
-from tally.stack import process
+from tally.stack import pg_roles, process, services
 from tally.stack.secrets import GENERATED, TOKENS_FILE, ensure_file, read_file, variable
 from tally.stack.services import pg_superuser_dsn
 
@@ -132,6 +133,29 @@ def test_superuser_is_only_reached_with_its_password(postgres_settings):
                             ).fetchone() == (True,)
 
 
+def test_a_changed_role_password_takes_effect_at_the_next_start(postgres_settings):
+    rotated = postgres_settings.with_(postgres_app_password="rotated-password")
+    try:
+        pg_roles.provision(rotated)
+        with psycopg.connect(rotated.postgres_dsn) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("tally_app",)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(postgres_settings.postgres_dsn)
+    finally:
+        pg_roles.provision(postgres_settings)
+    psycopg.connect(postgres_settings.postgres_dsn).close()
+
+
+def test_a_data_folder_with_trust_auth_is_refused(tmp_path):
+    data = tmp_path / "postgres"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("15\n")
+    (data / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+    service = services.postgres(1, data, superuser_password="x")
+    with pytest.raises(ServiceError, match="made without passwords.*delete that folder"):
+        service.prepare()
+
+
 def _make_secrets(data_dir: str) -> dict[str, str]:
     return ensure_file(Path(data_dir))
 
@@ -218,3 +242,18 @@ def test_tally_up_keeps_secrets_out_of_sight(up_stack):
     assert {mode(p) for p in (data / "log").glob("*.log")} == {0o600}
     assert {mode(p) for p in (data / "redis").rglob("*") if p.is_file()} == {0o600}
     assert mode(data / "postgres") == 0o700
+
+
+def test_readme_psql_line_logs_in_as_the_application_role(up_stack):
+    env, data = up_stack
+    assert tally(env, "up", "--detach").returncode == 0
+    sourced = env | read_file(data / TOKENS_FILE)
+    argv = ["psql", "-h", "127.0.0.1", "-p", env["TALLY_POSTGRES_PORT"], "-U", "tally_app",
+            "tally", "-Atc", "SELECT current_user, count(*) FROM counts_1m"]
+    with_password = dict(sourced, PGPASSWORD=sourced["TALLY_POSTGRES_APP_PASSWORD"])
+    done = subprocess.run(argv, env=with_password, capture_output=True, text=True, timeout=30)
+    assert done.stdout == "tally_app|0\n", done.stderr
+    refused = subprocess.run(argv + ["-w"], env=sourced, capture_output=True, text=True,
+                             timeout=30)
+    assert refused.returncode != 0
+    assert "no password supplied" in refused.stderr
