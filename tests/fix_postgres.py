@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from tally.resolutions import TABLES
 from tally.settings import Settings
@@ -47,6 +48,13 @@ def postgres_dsn(postgres_settings) -> str:
 def postgres_owner_dsn(postgres_settings) -> str:
     """DSN of database `tally` as its owner tally_owner, for what the application may not do."""
     return postgres_settings.postgres_owner_dsn
+
+
+@pytest.fixture(scope="session")
+def postgres_reader_dsn(postgres_settings) -> str:
+    """DSN of database `tally` as the read-only role tally_reader, as Grafana logs in."""
+    return make_conninfo(postgres_settings.postgres_dsn, user="tally_reader",
+                         password=postgres_settings.reader_password)
 
 
 def truncate_counts(owner_dsn: str) -> None:
