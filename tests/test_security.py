@@ -27,12 +27,13 @@ from psycopg.conninfo import make_conninfo
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from tally.errors import ServiceError
+from tally.errors import ConfigError, ServiceError
 from tally.redact import redact
 from tally.settings import load_settings
 from tally.stack import pg_roles, process, services
 from tally.stack.secrets import GENERATED, TOKENS_FILE, ensure_file, read_file, variable
 from tally.stack.services import pg_superuser_dsn
+from tests.flusher_support import wait_until
 
 
 def without_login(url: str) -> str:
@@ -187,6 +188,12 @@ def test_derived_urls_carry_the_passwords_quoted():
     assert by_hand.postgres_owner_dsn == "postgresql://tally:x@db/tally"
 
 
+@pytest.mark.parametrize("value", ["two words", 'quo"te', "it's", "back\\slash", "new\nline"])
+def test_a_password_that_config_files_cannot_hold_is_refused(value):
+    with pytest.raises(ConfigError, match="TALLY_REDIS_PASSWORD must not contain whitespace"):
+        load_settings({"TALLY_REDIS_PASSWORD": value})
+
+
 @pytest.mark.parametrize(("text", "shown"), [
     ("at redis://:s3cret@127.0.0.1:6379/0", "at redis://:***@127.0.0.1:6379/0"),
     ("postgresql://tally_app:s3cret@h/tally", "postgresql://tally_app:***@h/tally"),
@@ -244,16 +251,34 @@ def test_tally_up_keeps_secrets_out_of_sight(up_stack):
     assert mode(data / "postgres") == 0o700
 
 
-def test_readme_psql_line_logs_in_as_the_application_role(up_stack):
+def test_stack_processes_count_and_flush_with_their_credentials(up_stack):
+    """Events posted to `tally up` reach both sinks: the flusher logs in everywhere."""
     env, data = up_stack
+    env = dict(env, TALLY_FLUSH_INTERVAL="1")
     assert tally(env, "up", "--detach").returncode == 0
     sourced = env | read_file(data / TOKENS_FILE)
+    settings = load_settings(sourced)
+    posted = requests.post(
+        f"http://127.0.0.1:{settings.ingest_port}/v1/events", timeout=10,
+        json=[{"counter": "views", "key": "video:1", "id": "e1"}],
+        headers={"Authorization": f"Bearer {sourced['TALLY_WRITE_TOKENS']}"})
+    assert posted.json() == {"accepted": 1, "duplicates": 0}
+    influx = settings.influx_url, (settings.influx_username, settings.influx_password)
+    wait_until(lambda: influx_points(*influx) == [1], 60)
+    # The README's psql line, as a user who sourced tokens.env.
     argv = ["psql", "-h", "127.0.0.1", "-p", env["TALLY_POSTGRES_PORT"], "-U", "tally_app",
-            "tally", "-Atc", "SELECT current_user, count(*) FROM counts_1m"]
+            "tally", "-Atc", "SELECT current_user, sum(value) FROM counts_1m"]
     with_password = dict(sourced, PGPASSWORD=sourced["TALLY_POSTGRES_APP_PASSWORD"])
     done = subprocess.run(argv, env=with_password, capture_output=True, text=True, timeout=30)
-    assert done.stdout == "tally_app|0\n", done.stderr
+    assert done.stdout == "tally_app|1\n", done.stderr
     refused = subprocess.run(argv + ["-w"], env=sourced, capture_output=True, text=True,
                              timeout=30)
-    assert refused.returncode != 0
     assert "no password supplied" in refused.stderr
+
+
+def influx_points(url: str, auth: tuple[str, str]) -> list[int]:
+    """Values of the minute points of counter `views` in InfluxDB, logged in with auth."""
+    body = requests.post(f"{url}/query", auth=auth, timeout=10, data={
+        "db": "tally", "q": 'SELECT value FROM "minute_7d".counts WHERE "key" = \'video:1\''},
+    ).json()
+    return [row[1] for s in body["results"][0].get("series", []) for row in s["values"]]
