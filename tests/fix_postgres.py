@@ -57,6 +57,13 @@ def postgres_reader_dsn(postgres_settings) -> str:
                          password=postgres_settings.reader_password)
 
 
+@pytest.fixture(scope="session")
+def postgres_superuser_dsn(postgres_settings) -> str:
+    """DSN of database `tally` as the cluster's superuser, for tests that create databases."""
+    return services.pg_superuser_dsn(postgres_settings.postgres_port,
+                                     postgres_settings.postgres_superuser_password, "tally")
+
+
 def truncate_counts(owner_dsn: str) -> None:
     """Empty every counts table (one per resolution), the events and their log positions."""
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
