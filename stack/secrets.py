@@ -113,8 +113,11 @@ def private_data_dir(data_dir: Path) -> None:
 
     As root, PostgreSQL runs as the `postgres` OS user (services.pg_user), which
     must traverse the folder to reach postgres/; it gets search (x) through the
-    group, never read, and the world gets nothing.
+    group, never read, and the world gets nothing. This process's umask becomes
+    077 too, so what it creates inside (folders, prometheus.yml, pid files) is
+    its owner's alone.
     """
+    os.umask(0o077)
     data_dir.mkdir(parents=True, exist_ok=True)
     if services.pg_user():
         os.chown(data_dir, -1, grp.getgrnam(services.pg_user()).gr_gid)

@@ -249,6 +249,8 @@ def test_tally_up_keeps_secrets_out_of_sight(up_stack):
     assert {mode(p) for p in (data / "log").glob("*.log")} == {0o600}
     assert {mode(p) for p in (data / "redis").rglob("*") if p.is_file()} == {0o600}
     assert mode(data / "postgres") == 0o700
+    shared = [p for p in data.rglob("*") if p.exists() and mode(p) & 0o077]
+    assert shared == []  # nothing inside is open to the group or the world
 
 
 def test_stack_processes_count_and_flush_with_their_credentials(up_stack):
