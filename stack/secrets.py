@@ -95,14 +95,24 @@ def with_secrets(settings: Settings) -> Settings:
     return settings.with_(**changes)
 
 
+# What Tally's own processes (ingest, flusher, exporter, StatsD, demo) need; the owner's,
+# the superuser's and Grafana's passwords stay with `tally up` and tokens.env.
+FOR_CHILDREN = ("write_tokens", "read_tokens", "redis_password", "postgres_app_password",
+                "influx_username", "influx_password")
+
+
 def child_env(settings: Settings) -> dict[str, str]:
-    """Environment for Tally's own processes: the caller's, plus the stack's secrets.
+    """Environment for Tally's own processes: the caller's, plus the secrets they use.
 
     Passed in the environment, never on the command line: argv is visible to
     every user through ps, a process's environment only to its owner and root.
+    The other passwords are left out, even when the caller's environment has
+    them (a shell that sourced tokens.env): a process that only counts and
+    flushes cannot change the schema or the roles, whatever goes wrong in it.
     """
-    env = dict(os.environ)
-    for name in GENERATED:
+    env = {name: value for name, value in os.environ.items()
+           if name not in {variable(n) for n in GENERATED if n not in FOR_CHILDREN}}
+    for name in FOR_CHILDREN:
         value = getattr(settings, name)
         env[variable(name)] = ",".join(value) if name in TUPLES else value
     return env

@@ -31,7 +31,15 @@ from tally.errors import ConfigError, ServiceError
 from tally.redact import redact
 from tally.settings import load_settings
 from tally.stack import pg_roles, process, services
-from tally.stack.secrets import GENERATED, TOKENS_FILE, ensure_file, read_file, variable
+from tally.stack.secrets import (
+    GENERATED,
+    TOKENS_FILE,
+    child_env,
+    ensure_file,
+    read_file,
+    variable,
+    with_secrets,
+)
 from tally.stack.services import pg_superuser_dsn
 from tests.flusher_support import wait_until
 
@@ -176,6 +184,17 @@ def test_an_older_tokens_file_keeps_its_tokens_and_gains_the_passwords(tmp_path)
     assert (values["TALLY_WRITE_TOKENS"], values["TALLY_READ_TOKENS"]) == ("w1", "r1")
     assert all(values[variable(name)] for name in GENERATED)
     assert stat.S_IMODE((tmp_path / TOKENS_FILE).stat().st_mode) == 0o600
+
+
+def test_tally_processes_get_only_the_secrets_they_use(tmp_path, monkeypatch):
+    settings = with_secrets(load_settings({}, data_dir=tmp_path))
+    monkeypatch.setenv("TALLY_POSTGRES_OWNER_PASSWORD", settings.postgres_owner_password)
+    env = child_env(settings)
+    assert env["TALLY_POSTGRES_APP_PASSWORD"] == settings.postgres_app_password
+    assert env["TALLY_REDIS_PASSWORD"] == settings.redis_password
+    for withheld in ("OWNER", "SUPERUSER"):
+        assert f"TALLY_POSTGRES_{withheld}_PASSWORD" not in env
+    assert "TALLY_READER_PASSWORD" not in env
 
 
 def test_derived_urls_carry_the_passwords_quoted():
