@@ -28,6 +28,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from tally.errors import ConfigError, ServiceError
+from tally.ingest.flusher.migrate import apply_migrations
 from tally.redact import redact
 from tally.settings import load_settings
 from tally.stack import pg_roles, process, services
@@ -153,6 +154,19 @@ def test_a_changed_role_password_takes_effect_at_the_next_start(postgres_setting
     finally:
         pg_roles.provision(postgres_settings)
     psycopg.connect(postgres_settings.postgres_dsn).close()
+
+
+def test_migrating_as_a_superuser_gives_the_application_role_its_login(
+        postgres_settings, postgres_superuser_dsn, postgres_owner_dsn):
+    """Compose's path: `tally migrate` as the superuser, with TALLY_POSTGRES_APP_PASSWORD."""
+    try:
+        apply_migrations(postgres_superuser_dsn, app_password="from-compose")
+        dsn = make_conninfo(postgres_settings.postgres_dsn, password="from-compose")
+        psycopg.connect(dsn).close()
+        apply_migrations(postgres_owner_dsn, app_password="ignored")  # tally_owner may not
+        psycopg.connect(dsn).close()
+    finally:
+        pg_roles.provision(postgres_settings)
 
 
 def test_a_data_folder_with_trust_auth_is_refused(tmp_path):

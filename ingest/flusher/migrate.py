@@ -62,8 +62,12 @@ def _manages_roles(conn: psycopg.Connection) -> bool:
                         "WHERE rolname = current_user").fetchone()[0]
 
 
-def apply_migrations(dsn: str, reader_password: str = "") -> list[str]:
-    """Create the database if needed, apply missing migrations, return the names applied."""
+def apply_migrations(dsn: str, reader_password: str = "", app_password: str = "") -> list[str]:
+    """Create the database if needed, apply missing migrations, return the names applied.
+
+    Run by a role that manages roles (compose's superuser), it also gives
+    tally_reader and tally_app a login with the passwords given.
+    """
     ensure_database(dsn)
     names = []
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -77,9 +81,10 @@ def apply_migrations(dsn: str, reader_password: str = "") -> list[str]:
                 conn.execute("INSERT INTO tally_migrations (version, name) VALUES (%s, %s)",
                              [version, path.name])
             names.append(path.name)
-        if reader_password and _manages_roles(conn):
-            conn.execute(sql.SQL("ALTER ROLE tally_reader LOGIN PASSWORD {}").format(
-                sql.Literal(reader_password)))
+        for role, password in (("tally_reader", reader_password), ("tally_app", app_password)):
+            if password and _manages_roles(conn):
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)))
         conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_ID])
     return names
 
@@ -88,7 +93,8 @@ def main(args, settings: Settings) -> int:
     """`tally migrate`: bring each configured sink's schema up to date, and say what changed."""
     if "timescale" in settings.sinks or settings.event_log:  # the archiver writes `events`
         try:
-            names = apply_migrations(settings.postgres_owner_dsn, settings.reader_password)
+            names = apply_migrations(settings.postgres_owner_dsn, settings.reader_password,
+                                     settings.postgres_app_password)
         except psycopg.Error as exc:
             raise ServiceError(f"cannot migrate {redact(settings.postgres_owner_dsn)}: "
                                f"{redact(str(exc))}") from None
