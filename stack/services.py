@@ -240,7 +240,7 @@ def postgres(port: int, data_dir: Path, *, superuser_password: str,
     for name, value in options.items():
         argv += ["-c", f"{name}={value}"]
     log_path = data_dir.parent / "postgres-initdb.log"
-    return Service("postgres", tuple(argv), f"postgresql://tally@127.0.0.1:{port}/tally",
+    return Service("postgres", tuple(argv), f"postgresql://tally_app@127.0.0.1:{port}/tally",
                    lambda: pg_ready(port, superuser_password),
                    lambda: _initdb(data_dir, log_path, superuser_password),
                    user=pg_user(), stop_signal=signal.SIGINT)  # SIGINT: "fast" shutdown
