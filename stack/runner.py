@@ -17,10 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tally.errors import ServiceError
-from tally.ingest.flusher.influx_setup import ensure_influx
-from tally.ingest.flusher.migrate import apply_migrations
+from tally.ingest.flusher.influx_setup import set_up_influx
+from tally.redact import redact
 from tally.settings import Settings
-from tally.stack import alertmanager, process, services
+from tally.stack import alertmanager, pg_roles, process, secrets, services
 from tally.stack.prometheus_yml import write_config
 from tally.stack.tokens import TOKENS_FILE, child_env, local_tokens
 
@@ -54,16 +54,18 @@ def _alertmanager(s: Settings) -> services.Service:
 
 STACK: tuple[Entry, ...] = (
     Entry("redis", lambda s: services.redis(s.redis_port, s.data_dir / "redis",
-                                            maxmemory=s.redis_maxmemory)),
-    Entry("postgres", lambda s: services.postgres(s.postgres_port, s.data_dir / "postgres"),
-          after_start=lambda s, svc: apply_migrations(svc.url)),
+                                            maxmemory=s.redis_maxmemory,
+                                            password=s.redis_password)),
+    Entry("postgres", lambda s: services.postgres(
+        s.postgres_port, s.data_dir / "postgres",
+        superuser_password=s.postgres_superuser_password), after_start=pg_roles.set_up),
     Entry("influxdb", lambda s: services.influx(s.influx_port, s.data_dir / "influxdb"),
-          after_start=lambda s, svc: ensure_influx(s.with_(influx_url=svc.url))),
+          after_start=lambda s, svc: set_up_influx(s.with_(influx_url=svc.url))),
     Entry("alertmanager", _alertmanager, before_start=alertmanager.write_config),
     Entry("prometheus", _prometheus, before_start=write_config),
     # Tally's own processes, started after the servers they use.
     Entry("ingest", lambda s: _tally(s, "ingest", ["serve"], s.ingest_port, "/healthz")),
-    Entry("flusher", lambda s: services.tally("flusher", ["flush"], s.redis_url,
+    Entry("flusher", lambda s: services.tally("flusher", ["flush"], redact(s.redis_url),
                                               lambda: True, child_env(s)), listens=False),
     Entry("exporter", lambda s: _tally(s, "exporter", ["exporter"], s.exporter_port, "/metrics")),
     Entry("statsd", lambda s: services.tally(
@@ -128,6 +130,7 @@ def _stop_started(started: list) -> None:
 def up(args, settings: Settings) -> int:
     """Start every stack process not yet running, print endpoints, then wait or return."""
     settings = local_tokens(settings)
+    secrets.private_data_dir(settings.data_dir)
     started = []
     try:
         for entry in (*STACK, DEMO) if getattr(args, "demo", False) else STACK:
