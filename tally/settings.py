@@ -118,6 +118,9 @@ class Settings:
     statsd_max_pending: int = 100_000  # aggregated events held in memory, unapplied ones too
     statsd_event_ids: bool = True  # an id per aggregated event: retries count once
 
+    # Local stack supervisor (`tally up`, docs/stack.md): restarts crashed processes.
+    supervisor_port: int = 9843  # its /metrics: restarts and up state per stack process
+
     def __post_init__(self) -> None:
         derived = {name: value for name, value in self._derivations().items()
                    if not getattr(self, name)}
