@@ -78,6 +78,8 @@ class LogTail:
 
 def last_lines(path: Path, count: int) -> list[str]:
     """The last count lines of a file ([] when it does not exist)."""
+    if count <= 0:
+        return []
     try:
         with open(path, "rb") as file:
             # Enough for count lines of a few kB each, without reading a large log whole.

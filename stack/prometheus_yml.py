@@ -3,9 +3,10 @@
 Every Prometheus configuration Tally uses comes from one function,
 tally.stack.services.prometheus_config (scrape jobs and rule files in, the
 config out): the test fixtures call it with their own targets, and this
-module with Tally's three jobs. `tally up` writes its copy into the data folder
-at each start (loopback, the configured ports, the rule path made absolute
-because the copy does not sit beside prometheus/rules/). Compose mounts a
+module with Tally's three jobs (locally a fourth, the supervisor's). `tally
+up` writes its copy into the data folder at each start (loopback, the
+configured ports, the rule path made absolute because the copy does not sit
+beside prometheus/rules/). Compose mounts a
 static file, so prometheus/prometheus.compose.yml and prometheus.yml (the
 local stack at the default settings) are committed output:
 `python -m tally.stack.prometheus_yml` rewrites them, and
@@ -38,20 +39,26 @@ def tally_jobs(settings: Settings, exporter_host: str, ingest_host: str,
             "tally-statsd": [f"{statsd_host}:{settings.statsd_metrics_port}"]}
 
 
-def render(settings: Settings, hosts: tuple[str, str, str], rules: str) -> str:
+def supervisor_job(settings: Settings) -> dict[str, list[str]]:
+    """The local stack's supervisor (restarts per process); compose has none, Docker restarts."""
+    return {"tally-stack": [f"127.0.0.1:{settings.supervisor_port}"]}
+
+
+def render(settings: Settings, hosts: tuple[str, str, str], rules: str,
+           local: bool = False) -> str:
     """The config text scraping Tally's processes on `hosts` and loading `rules`."""
-    jobs = tally_jobs(settings, *hosts)
+    jobs = tally_jobs(settings, *hosts) | (supervisor_job(settings) if local else {})
     return HEADER + services.prometheus_config(jobs, SCRAPE_INTERVAL, (rules,)) + "\n"
 
 
 def stack_config(settings: Settings) -> str:
     """The local stack's config: loopback, the configured ports, the rules by absolute path."""
-    return render(settings, COMMITTED["prometheus.yml"], str(PROMETHEUS_DIR / RULES))
+    return render(settings, COMMITTED["prometheus.yml"], str(PROMETHEUS_DIR / RULES), local=True)
 
 
 def committed_config(name: str) -> str:
     """What prometheus/<name> must contain: Tally's default ports, the rules by relative path."""
-    return render(Settings(), COMMITTED[name], RULES)
+    return render(Settings(), COMMITTED[name], RULES, local=name == "prometheus.yml")
 
 
 def write_config(settings: Settings) -> Path:

@@ -43,7 +43,8 @@ def stack_env():
     """Environment for a stack on free ports in a temporary folder; brought down afterwards."""
     data = Path(tempfile.mkdtemp(prefix="tally-stack-"))
     data.chmod(0o711)  # PostgreSQL runs as the postgres user and must enter the folder
-    names = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER", "STATSD", "STATSD_METRICS")
+    names = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER", "STATSD", "STATSD_METRICS",
+             "SUPERVISOR")
     ports = {f"TALLY_{name}_PORT": str(port)
              for name, port in zip(names, process.free_ports(len(names)), strict=True)}
     env = dict(os.environ, **ports, TALLY_DATA_DIR=str(data / "data"),
@@ -101,7 +102,8 @@ def test_prometheus_config_gets_configured_ports_and_absolute_rule_paths():
     assert [(job["job_name"], job["static_configs"]) for job in config["scrape_configs"]] == [
         ("tally-exporter", [{"targets": ["127.0.0.1:19841"]}]),
         ("tally-ingest", [{"targets": ["127.0.0.1:18080"]}]),
-        ("tally-statsd", [{"targets": ["127.0.0.1:9842"]}])]
+        ("tally-statsd", [{"targets": ["127.0.0.1:9842"]}]),
+        ("tally-stack", [{"targets": ["127.0.0.1:9843"]}])]
 
 
 def wait_for(probe, timeout: float = 30.0):
