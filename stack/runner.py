@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tally.errors import ServiceError
 from tally.ingest.flusher.influx_setup import ensure_influx
@@ -115,17 +116,27 @@ def run_stack(settings: Settings, demo: bool, on_ready: Callable[[], None] | Non
     record(settings, SUPERVISOR, os.getpid())
     tail = None if on_ready else logtail.LogTail(
         {entry.name: log_file(settings, entry.name) for entry in chosen}).start()
-    supervisor = Supervisor(settings, chosen, say=lambda line: print(line, flush=True))
+    detached = []  # once on_ready has run: lines go to the supervisor's log, timed
+
+    def say(line: str) -> None:
+        stamp = f"{datetime.now(UTC).isoformat(timespec='milliseconds')} " if detached else ""
+        print(stamp + line, flush=True)
+
+    supervisor = Supervisor(settings, chosen, say=say)
     try:
         supervisor.start_all()
         _print_endpoints(settings, detached=on_ready is not None)
         if on_ready:
             on_ready()
+            detached.append(True)
         return supervisor.run()
     except KeyboardInterrupt:
         print("stopping", flush=True)
         return 130
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the stop short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         supervisor.stop_all()
         if tail:
             tail.stop()

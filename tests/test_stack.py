@@ -70,7 +70,8 @@ def test_up_down_up_keeps_data_and_leaves_no_process(stack_env):
         client.set("kept", "yes")
     with psycopg.connect(settings.postgres_dsn) as conn:
         conn.execute("INSERT INTO counts_1d VALUES ('2026-11-28Z', 'views', 'a', 7, NULL)")
-    pids = [running_pid(settings, entry.name) for entry in STACK]
+    pids = [running_pid(settings, name) for name in ("supervisor", *(e.name for e in STACK))]
+    assert all(pids)
     assert "already running" in tally(stack_env, "up", "--detach").stdout
     assert tally(stack_env, "status").returncode == 0
 

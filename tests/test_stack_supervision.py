@@ -235,7 +235,8 @@ class TestDetached(Supervised):
     def test_logs_print_every_process_prefixed_or_one_as_is(self, stack):
         every = tally(stack.env, "logs", "-n", "100").stdout.splitlines()
         assert any(line.startswith("redis      | ") for line in every)
-        assert any(line.startswith("supervisor | redis restarted (pid ") for line in every)
+        assert any(line.startswith("supervisor | 20") and " redis restarted (pid " in line
+                   for line in every)
         one = tally(stack.env, "logs", "redis", "-n", "200").stdout
         assert "Ready to accept connections" in one and " | " not in one
         wrong = tally(stack.env, "logs", "rediss")
@@ -254,11 +255,15 @@ class TestDetached(Supervised):
             follow.send_signal(signal.SIGINT)
         assert "POST /v1/events" in line
 
-    def test_down_stops_the_supervisor_and_leaves_no_process(self, stack):
-        pids = [running_pid(stack.settings, name)
-                for name in (SUPERVISOR, *(entry.name for entry in STACK))]
-        assert all(pids)
-        assert tally(stack.env, "down").returncode == 0
+    def test_down_stops_what_a_killed_supervisor_left_and_leaves_no_process(self, stack):
+        """Processes outlive a killed supervisor (own sessions); `tally down` still ends them."""
+        pids = [running_pid(stack.settings, entry.name) for entry in STACK]
+        os.kill(running_pid(stack.settings, SUPERVISOR)[0], signal.SIGKILL)
+        wait_for(lambda: running_pid(stack.settings, SUPERVISOR) is None, 10)
+        assert all(process.alive(*known) for known in pids)
+        assert tally(stack.env, "status").returncode == 3  # nothing would heal them now
+        down = tally(stack.env, "down")
+        assert down.returncode == 0 and "redis       stopped" in down.stdout
         assert not any(process.alive(*known) for known in pids)
         assert stack_processes(stack.env["TALLY_DATA_DIR"]) == []
 
