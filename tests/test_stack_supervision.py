@@ -27,10 +27,10 @@ import pytest
 import requests
 
 from tally.settings import load_settings
-from tally.stack import process
+from tally.stack import process, services
 from tally.stack.rundir import SUPERVISOR, log_file, running_pid
-from tally.stack.runner import STACK
-from tally.stack.supervisor import MAX_RESTARTS
+from tally.stack.runner import STACK, Entry
+from tally.stack.supervisor import MAX_RESTARTS, Supervisor
 from tally.stack.tokens import local_tokens
 from tests.test_stack import influx_ports, tally, wait_for
 
@@ -297,3 +297,27 @@ def squat(port: int):
                 time.sleep(0.01)
         sock.listen()
         yield
+
+
+def test_backoff_doubles_then_a_process_that_keeps_failing_stops_the_stack(tmp_path):
+    """A real process that exits at once after each start, on a clock running 10 times fast."""
+    flaky = Entry("flaky", lambda s: services.Service(
+        "flaky", (sys.executable, "-c", "raise SystemExit(3)"), "none://", lambda: True),
+        listens=False)
+    said = []
+    began = time.monotonic()
+    supervisor = Supervisor(load_settings({}, data_dir=tmp_path,
+                                          supervisor_port=process.free_ports(1)[0]),
+                            [flaky], say=said.append,
+                            clock=lambda: began + 10 * (time.monotonic() - began))
+    try:
+        supervisor.start_all()
+        assert supervisor.run() == 1
+    finally:
+        supervisor.stop_all()
+    restarts = [line for line in said if "restarting in" in line]
+    assert restarts == [f"flaky exited with 3; restarting in {delay} s (restart {n})"
+                        for n, delay in enumerate(("0.5", "1", "2", "4", "8"), start=1)]
+    assert said[-1].startswith(f"flaky exited with 3 after {MAX_RESTARTS} restarts within 60 s; "
+                               "stopping the stack (its log: ")
+    assert supervisor.children[0].restarts == MAX_RESTARTS
