@@ -77,6 +77,7 @@ DEMO = Entry("demo", lambda s: services.tally(
 EVERY = (*STACK, DEMO)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # `tally down` waits this long for the supervisor to stop its processes (each may take 30 s).
 SUPERVISOR_STOP_TIMEOUT = 120.0
 
@@ -109,9 +110,10 @@ def run_stack(settings: Settings, demo: bool, on_ready: Callable[[], None] | Non
     """
     settings = local_tokens(settings)
     chosen = entries(demo)
-    # Both end the stack, even when a shell started us with SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Each ends the stack in order (SIGHUP: the terminal closed), even when a shell
+    # started us with SIGINT ignored.
+    for ending in STOP_SIGNALS:
+        signal.signal(ending, signal.default_int_handler)
     _stop_leftovers(settings, chosen)
     record(settings, SUPERVISOR, os.getpid())
     tail = None if on_ready else logtail.LogTail(
@@ -135,8 +137,8 @@ def run_stack(settings: Settings, demo: bool, on_ready: Callable[[], None] | Non
         return 130
     finally:
         # A second Ctrl-C or SIGTERM must not cut the stop short and leave processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for ending in STOP_SIGNALS:
+            signal.signal(ending, signal.SIG_IGN)
         supervisor.stop_all()
         if tail:
             tail.stop()
