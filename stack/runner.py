@@ -184,7 +184,9 @@ def _detach(args) -> int:
         os.close(write_end)
         with os.fdopen(read_end, "rb") as ready:
             if ready.read() == b"ready":
-                child.returncode = 0  # it runs on; nothing here waits for it
+                # It runs on in its own session: mark it done so that leaving the
+                # with-block neither waits for it nor warns that it still runs.
+                child.returncode = 0
                 return 0
         return child.wait()
 
