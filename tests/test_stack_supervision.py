@@ -130,6 +130,13 @@ def serving(stack: Stack, name: str, old_pid: int) -> bool:
         return False
 
 
+def assert_exact(stack: Stack) -> None:
+    """Every key's total through the API (Redis) and in TimescaleDB is what was posted."""
+    for key in stack.expected:
+        assert wait_for(lambda k=key: stack.api_total(k) == stack.expected[k] or None, 20), key
+    assert wait_for(lambda: stack.stored_totals() == stack.expected or None, 30)
+
+
 def send_statsd(port: int, line: bytes) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -176,9 +183,7 @@ class Supervised:
             port = stack.settings.statsd_port
             wait_for(lambda: send_statsd(port, f"{COUNTER}.via-statsd:7|c\n".encode()), 10)
             stack.expected["via-statsd"] = stack.expected.get("via-statsd", 0) + 7
-        for key in stack.expected:
-            assert wait_for(lambda k=key: stack.api_total(k) == stack.expected[k] or None, 20), key
-        assert wait_for(lambda: stack.stored_totals() == stack.expected or None, 30)
+        assert_exact(stack)
 
     def test_restarts_show_on_the_supervisor_port_and_in_prometheus(self, stack):
         text = metrics(stack.settings.supervisor_port)
@@ -199,6 +204,16 @@ class Supervised:
             log_file(stack.settings, SUPERVISOR).read_text()
         for entry in STACK:
             assert f"{entry.name} exited with -9; restarting in 0.5 s (restart 1)" in text
+
+    def test_kill_9_of_every_process_at_once_heals_too(self, stack):
+        stack.post("before-all", 25)
+        old_pids = {entry.name: running_pid(stack.settings, entry.name)[0] for entry in STACK}
+        for pid in old_pids.values():
+            os.kill(pid, signal.SIGKILL)
+        for name, pid in old_pids.items():
+            wait_for(lambda n=name, p=pid: serving(stack, n, p), BACK_WITHIN)
+        stack.post("after-all", 25)
+        assert_exact(stack)
 
 
 class TestForeground(Supervised):
