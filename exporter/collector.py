@@ -7,7 +7,7 @@ A scrape emits, for example::
     tally_event_value_total{counter="views"} 1301.0
     tally_duplicates_total{counter="views"} 17.0
     tally_unique_users{counter="views",window="hour"} 311.0
-    tally_top_key_count{counter="views",key="video:42",window="day"} 96.0
+    tally_top_key_events{counter="views",key="video:42",window="day"} 96.0
     tally_leaderboard_members{board="season1"} 5000.0
     tally_flusher_lag_seconds{sink="timescale"} 4.2
     tally_flusher_last_success_timestamp_seconds{sink="timescale"} 1.7623e+09
@@ -63,7 +63,7 @@ def counter_families(snap: Snapshot) -> Iterator[Metric]:
                   "Approximate distinct users in the current UTC hour/day (HyperLogLog).",
                   ["counter", "window"],
                   [(s.counter, w, n) for s in c for w, n in s.unique_users.items()])
-    yield _family(GaugeMetricFamily, "tally_top_key_count",
+    yield _family(GaugeMetricFamily, "tally_top_key_events",
                   "Count of today's top keys of each counter (top N only).",
                   ["counter", "key", "window"],
                   [(s.counter, key, "day", n) for s in c for key, n in s.top])

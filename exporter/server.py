@@ -1,16 +1,23 @@
-"""`tally exporter`: serve /metrics (Prometheus text or OpenMetrics, by Accept header)."""
+"""`tally exporter`: serve /metrics (Prometheus text or OpenMetrics, by Accept header).
+
+The same server takes Alertmanager's notifications on POST /alerts when no other
+webhook is configured (tally.exporter.alert_log).
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from tally import logs
 from tally.errors import ServiceError
+from tally.exporter.alert_log import with_alert_log
 from tally.exporter.collector import TallyCollector
 from tally.ingest.counting.config import CountingConfig
 from tally.redis_connect import connect, disconnect
@@ -29,12 +36,30 @@ def build_registry(client, settings: Settings) -> CollectorRegistry:
     return registry
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No access line per scrape on stderr (prometheus_client's server is quiet too)."""
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
+        """Drop the line."""
+
+
 def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
-    """Start serving /metrics in a daemon thread; port 0 picks a free port (see server_port)."""
+    """Serve /metrics and POST /alerts in a daemon thread; port 0 picks a free port.
+
+    prometheus_client's own start_http_server serves the metrics app alone,
+    so the same threading server is built here around the wrapped app.
+    """
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
     try:
-        return start_http_server(port, addr=host, registry=registry)
+        server = make_server(host, port, with_alert_log(make_wsgi_app(registry)), Server,
+                             handler_class=_QuietHandler)
     except OSError as exc:
         raise ServiceError(f"exporter cannot listen on {host}:{port}: {exc}") from None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
 
 
 def main(args, settings: Settings) -> int:

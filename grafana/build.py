@@ -12,11 +12,19 @@ from tally.backends import MEASUREMENT, TOTALS_MEASUREMENT
 from tally.resolutions import BY_CODE
 
 MINUTES, HOURS, DAYS = (BY_CODE[code].table for code in "mhd")
-MINUTE_POLICY = BY_CODE["m"].retention_policy
+MINUTE_RP, HOUR_RP, DAY_RP = (BY_CODE[code].retention_policy for code in "mhd")
 DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
-PROM = {"type": "prometheus", "uid": "tally-prometheus"}
-PG = {"type": "grafana-postgresql-datasource", "uid": "tally-timescale"}
-INFLUX = {"type": "influxdb", "uid": "tally-influx"}
+GRAFANA_VERSION = "11.6.0"  # docker-compose.yml's image; the JSON is its schema
+
+# Every panel, target and query variable names its data source through a datasource
+# variable, so the dashboards import into any Grafana (pick the data sources at the
+# top); the defaults are the data sources grafana/provisioning creates.
+# (variable, plugin id, provisioned name, provisioned uid)
+DATASOURCES = (("ds_prometheus", "prometheus", "Prometheus", "tally-prometheus"),
+               ("ds_timescale", "grafana-postgresql-datasource", "TimescaleDB", "tally-timescale"),
+               ("ds_influx", "influxdb", "InfluxDB", "tally-influx"))
+PROM, PG, INFLUX = ({"type": plugin, "uid": "${" + var + "}"}
+                    for var, plugin, _name, _uid in DATASOURCES)
 
 # The history panels pick their table from the dashboard's time range: minutes up
 # to 2 days, hours up to 90 days, days beyond. Exactly one branch's WHERE is true;
@@ -31,6 +39,15 @@ STEPPED = f"""(SELECT bucket, key, value, uniques FROM {MINUTES}
  UNION ALL
  SELECT bucket, key, value, uniques FROM {DAYS}
    WHERE {RANGE} > interval '90 days' AND counter = '$counter' AND $__timeFilter(bucket)) AS c"""
+# InfluxDB keeps each resolution in its own retention policy, so the InfluxQL panels
+# read "$influx_rp"."measurement". Grafana has no range-conditional variable; this
+# hidden query variable, re-run on every time range change, asks PostgreSQL which
+# policy still holds the range's start (with an hour of slack, so "last 7 days"
+# stays on minutes: InfluxDB drops a shard group only once all of it has expired).
+RP_SQL = (f"SELECT CASE WHEN $__timeFrom()::timestamptz > now() - interval '7 days 1 hour' "
+          f"THEN '{MINUTE_RP}' "
+          f"WHEN $__timeFrom()::timestamptz > now() - interval '365 days 1 hour' "
+          f"THEN '{HOUR_RP}' ELSE '{DAY_RP}' END")
 # Hour buckets that overlap the dashboard range (not only those starting in it),
 # so "last 30 minutes" still lists the keys of the current hour.
 HOURS_OVERLAPPING = ("bucket > $__timeFrom()::timestamptz - interval '1 hour' "
@@ -77,7 +94,7 @@ def overview() -> dict:
                                                "{{counter}}")], unit="percentunit"),
         panel(3, "Unique users (current hour / day)",
               [prom(f"tally_unique_users{{{sel}}}", "{{counter}} {{window}}")]),
-        panel(4, "Top keys today", [prom(f"topk(20, tally_top_key_count{{{sel}}})",
+        panel(4, "Top keys today", [prom(f"topk(20, tally_top_key_events{{{sel}}})",
                                          instant=True)], kind="table"),
         panel(5, "Flusher lag", [prom("tally_flusher_lag_seconds", "{{sink}}")], unit="s"),
         panel(6, "Dirty buckets waiting", [prom("tally_dirty_buckets", "{{sink}}")]),
@@ -124,12 +141,12 @@ def history() -> dict:
             f"SELECT key, sum(value) AS value FROM {HOURS}\n"
             f"WHERE counter = '$counter' AND {HOURS_OVERLAPPING}\n"
             "GROUP BY key ORDER BY value DESC, key LIMIT 20", fmt="table")], kind="table"),
-        panel(5, "InfluxDB: counter total per minute", [influxql(
-            f'SELECT sum("value") FROM "{MINUTE_POLICY}"."{TOTALS_MEASUREMENT}" '
+        panel(5, "InfluxDB: counter total (policy by range)", [influxql(
+            f'SELECT sum("value") FROM "$influx_rp"."{TOTALS_MEASUREMENT}" '
             "WHERE \"counter\" = '$counter' "
             "AND $timeFilter GROUP BY time($__interval) fill(none)")]),
-        panel(6, "InfluxDB: featured keys per minute", [influxql(
-            f'SELECT sum("value") FROM "{MINUTE_POLICY}"."{MEASUREMENT}" '
+        panel(6, "InfluxDB: featured keys (policy by range)", [influxql(
+            f'SELECT sum("value") FROM "$influx_rp"."{MEASUREMENT}" '
             "WHERE \"counter\" = '$counter' "
             'AND $timeFilter GROUP BY time($__interval), "key" fill(none)')]),
     ]
@@ -141,16 +158,41 @@ def history() -> dict:
                "GROUP BY key ORDER BY sum(value) DESC, key LIMIT 50")
     key = {"name": "key", "type": "query", "datasource": PG, "refresh": 2, "query": key_sql,
            "definition": key_sql, "multi": True, "includeAll": False, "current": {}}
-    return dashboard("tally-history", "Tally history", panels, [counter, key], "now-6h", "1m")
+    rp = {"name": "influx_rp", "type": "query", "datasource": PG, "refresh": 2, "hide": 2,
+          "query": RP_SQL, "definition": RP_SQL, "multi": False, "includeAll": False,
+          "current": {"text": MINUTE_RP, "value": MINUTE_RP}}
+    return dashboard("tally-history", "Tally history", panels, [counter, key, rp], "now-6h",
+                     "1m")
+
+
+def datasource_variable(name: str, plugin: str, text: str, uid: str) -> dict:
+    """A datasource picker; its default is the provisioned data source of that type."""
+    return {"name": name, "type": "datasource", "query": plugin, "label": text,
+            "current": {"text": text, "value": uid}, "regex": "", "refresh": 1, "hide": 0,
+            "multi": False, "includeAll": False}
+
+
+def requires(panels: list, plugins: set[str]) -> list[dict]:
+    """__requires: what Grafana's import dialog lists as needed."""
+    kinds = sorted({p["type"] for p in panels})
+    return ([{"type": "grafana", "id": "grafana", "name": "Grafana",
+              "version": GRAFANA_VERSION}]
+            + [{"type": "datasource", "id": plugin, "name": name, "version": "1.0.0"}
+               for _var, plugin, name, _uid in DATASOURCES if plugin in plugins]
+            + [{"type": "panel", "id": kind, "name": kind, "version": ""} for kind in kinds])
 
 
 def dashboard(uid: str, title: str, panels: list, variables: list, since: str,
               refresh: str) -> dict:
-    """A dashboard document as Grafana 11 stores it."""
-    return {"uid": uid, "title": title, "tags": ["tally"], "timezone": "utc",
-            "schemaVersion": 39, "version": 1, "editable": True, "refresh": refresh,
-            "time": {"from": since, "to": "now"}, "templating": {"list": variables},
-            "annotations": {"list": []}, "panels": panels}
+    """A dashboard document as Grafana 11 stores it, with pickers for the data sources it uses."""
+    used = {t["datasource"]["type"] for p in panels for t in p["targets"]}
+    used |= {v["datasource"]["type"] for v in variables if "datasource" in v}
+    pickers = [datasource_variable(*ds) for ds in DATASOURCES if ds[1] in used]
+    return {"__requires": requires(panels, used), "uid": uid, "title": title,
+            "tags": ["tally"], "timezone": "utc", "schemaVersion": 39, "version": 1,
+            "editable": True, "refresh": refresh, "time": {"from": since, "to": "now"},
+            "templating": {"list": pickers + variables}, "annotations": {"list": []},
+            "panels": panels}
 
 
 def main(folder: Path = DASHBOARDS) -> None:

@@ -44,6 +44,15 @@ COMMANDS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
     "exporter": ("tally.exporter.server:main", "serve Prometheus metrics read from Redis", []),
     "statsd": ("tally.ingest.statsd.server:main", "count StatsD counters and sets sent over "
                "UDP and TCP (docs/statsd.md)", []),
+    "systemd": ("tally.stack.systemd:main", "print hardened systemd units for the Tally "
+                "services, or write them to a folder (docs/systemd.md)", [
+                    (("--output",), {"metavar": "DIR", "help": "write the unit files here"}),
+                    (("--tally",), {"metavar": "PATH", "help": "the installed tally script "
+                                    "(default: the one next to this Python)"}),
+                    (("--env-file",), {"default": "/etc/tally/tally.env", "metavar": "PATH",
+                                       "help": "settings and secrets "
+                                       "(default /etc/tally/tally.env)"}),
+                ]),
     "demo": ("tally.stack.demo:main", "post realistic demo traffic to the ingest API", [
         (("--duration",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}),
         (("--rate",), {"type": float, "default": 200.0, "help": "events per second"}),

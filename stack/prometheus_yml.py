@@ -11,6 +11,9 @@ static file, so prometheus/prometheus.compose.yml and prometheus.yml (the
 local stack at the default settings) are committed output:
 `python -m tally.stack.prometheus_yml` rewrites them, and
 tests/test_smoke_prometheus.py fails when they differ from what it would write.
+Both send alerts to the Alertmanager beside them (loopback, or the compose
+service `alertmanager`); `main` also rewrites prometheus/alertmanager.yml
+(tally.stack.alertmanager).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tally.settings import PROJECT_ROOT, Settings
-from tally.stack import services
+from tally.stack import alertmanager, services
 
 PROMETHEUS_DIR = PROJECT_ROOT / "prometheus"
 RULES = "rules/*.yml"  # Prometheus resolves it from the config file's folder
@@ -29,6 +32,8 @@ HEADER = ("# Written by `python -m tally.stack.prometheus_yml` (JSON, which is Y
 # Committed file -> the hosts its exporter, ingest and statsd targets are reached by.
 COMMITTED = {"prometheus.yml": ("127.0.0.1", "127.0.0.1", "127.0.0.1"),
              "prometheus.compose.yml": ("tally-exporter", "tally-ingest", "tally-statsd")}
+# Committed file -> the host its Alertmanager is reached by.
+ALERTMANAGER_HOSTS = {"prometheus.yml": "127.0.0.1", "prometheus.compose.yml": "alertmanager"}
 
 
 def tally_jobs(settings: Settings, exporter_host: str, ingest_host: str,
@@ -45,20 +50,24 @@ def supervisor_job(settings: Settings) -> dict[str, list[str]]:
 
 
 def render(settings: Settings, hosts: tuple[str, str, str], rules: str,
-           local: bool = False) -> str:
-    """The config text scraping Tally's processes on `hosts` and loading `rules`."""
+           alertmanager_host: str, local: bool = False) -> str:
+    """The config text scraping Tally's processes on `hosts`, loading `rules`, alerting there."""
     jobs = tally_jobs(settings, *hosts) | (supervisor_job(settings) if local else {})
-    return HEADER + services.prometheus_config(jobs, SCRAPE_INTERVAL, (rules,)) + "\n"
+    alertmanagers = (f"{alertmanager_host}:{settings.alertmanager_port}",)
+    return HEADER + services.prometheus_config(jobs, SCRAPE_INTERVAL, (rules,),
+                                               alertmanagers) + "\n"
 
 
 def stack_config(settings: Settings) -> str:
     """The local stack's config: loopback, the configured ports, the rules by absolute path."""
-    return render(settings, COMMITTED["prometheus.yml"], str(PROMETHEUS_DIR / RULES), local=True)
+    return render(settings, COMMITTED["prometheus.yml"], str(PROMETHEUS_DIR / RULES),
+                  ALERTMANAGER_HOSTS["prometheus.yml"], local=True)
 
 
 def committed_config(name: str) -> str:
     """What prometheus/<name> must contain: Tally's default ports, the rules by relative path."""
-    return render(Settings(), COMMITTED[name], RULES, local=name == "prometheus.yml")
+    return render(Settings(), COMMITTED[name], RULES, ALERTMANAGER_HOSTS[name],
+                  local=name == "prometheus.yml")
 
 
 def write_config(settings: Settings) -> Path:
@@ -70,9 +79,10 @@ def write_config(settings: Settings) -> Path:
 
 
 def main() -> None:
-    """Rewrite the committed configs under prometheus/."""
+    """Rewrite the committed configs under prometheus/, Alertmanager's included."""
     for name in COMMITTED:
         (PROMETHEUS_DIR / name).write_text(committed_config(name))
+    alertmanager.write_committed()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from tally.errors import ServiceError
 from tally.ingest.flusher.influx_setup import ensure_influx
 from tally.ingest.flusher.migrate import apply_migrations
 from tally.settings import Settings
-from tally.stack import logtail, process, services
+from tally.stack import alertmanager, logtail, process, services
 from tally.stack.prometheus_yml import write_config
 from tally.stack.rundir import SUPERVISOR, forget, log_file, record, running_pid
 from tally.stack.supervisor import Supervisor
@@ -49,7 +49,12 @@ def _tally(s: Settings, name: str, args: list[str], port: int, probe: str) -> se
 
 def _prometheus(s: Settings) -> services.Service:
     return services.prometheus(s.prometheus_port, s.data_dir / "prometheus",
-                               s.data_dir / "prometheus.yml")
+                               s.data_dir / "prometheus.yml", lifecycle=False)
+
+
+def _alertmanager(s: Settings) -> services.Service:
+    return services.alertmanager(s.alertmanager_port, s.data_dir / "alertmanager",
+                                 s.data_dir / "alertmanager.yml")
 
 
 STACK: tuple[Entry, ...] = (
@@ -59,6 +64,7 @@ STACK: tuple[Entry, ...] = (
           after_start=lambda s, svc: apply_migrations(svc.url)),
     Entry("influxdb", lambda s: services.influx(s.influx_port, s.data_dir / "influxdb"),
           after_start=lambda s, svc: ensure_influx(s.with_(influx_url=svc.url))),
+    Entry("alertmanager", _alertmanager, before_start=alertmanager.write_config),
     Entry("prometheus", _prometheus, before_start=write_config),
     # Tally's own processes, started after the servers they use.
     Entry("ingest", lambda s: _tally(s, "ingest", ["serve"], s.ingest_port, "/healthz")),

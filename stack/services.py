@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,17 +66,23 @@ def running(service: Service, log_path: Path, timeout: float = 60.0) -> Iterator
 
 
 def prometheus_config(scrape: dict[str, list[str]], interval: str = "1s",
-                      rule_files: tuple[str, ...] = ()) -> str:
+                      rule_files: tuple[str, ...] = (),
+                      alertmanagers: tuple[str, ...] = ()) -> str:
     """Return a Prometheus config scraping {job: [host:port, ...]} (JSON, which is YAML too).
 
     The one producer of Prometheus configuration: the test fixtures call it
     directly, the local stack and compose through tally.stack.prometheus_yml.
-    JSON needs no YAML library at run time.
+    JSON needs no YAML library at run time. `alertmanagers` (host:port) get
+    the alerts; without them the rules still evaluate but notify nobody.
     """
     jobs = [{"job_name": job, "static_configs": [{"targets": targets}]}
             for job, targets in scrape.items()]
-    return json.dumps({"global": {"scrape_interval": interval, "evaluation_interval": interval},
-                       "rule_files": list(rule_files), "scrape_configs": jobs}, indent=2)
+    config = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
+              "rule_files": list(rule_files), "scrape_configs": jobs}
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [
+            {"targets": list(alertmanagers)}]}]}
+    return json.dumps(config, indent=2)
 
 
 def http_ok(url: str, status: int = 200) -> Callable[[], bool]:
@@ -206,14 +213,50 @@ def influx(port: int, data_dir: Path, *, rpc_port: int | None = None) -> Service
                    prepare)
 
 
-def prometheus(port: int, data_dir: Path, config_file: Path) -> Service:
-    """Prometheus with a given config, reloadable through POST /-/reload."""
+def prometheus(port: int, data_dir: Path, config_file: Path, *,
+               lifecycle: bool = True) -> Service:
+    """Prometheus with a given config; lifecycle=True: reloadable through POST /-/reload.
+
+    The test fixtures reload; `tally up` turns the lifecycle API off, since
+    it would let anyone who reaches the port POST /-/quit.
+    """
     url = f"http://127.0.0.1:{port}"
     argv = ("prometheus", f"--config.file={config_file}", f"--storage.tsdb.path={data_dir}",
-            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-            "--log.level=warn")
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+            *(("--web.enable-lifecycle",) if lifecycle else ()))
     return Service("prometheus", argv, url, http_ok(f"{url}/-/ready"),
                    lambda: data_dir.mkdir(parents=True, exist_ok=True))
+
+
+ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian's name, upstream's
+
+
+def alertmanager_binary() -> str:
+    """Return the installed Alertmanager command (Debian's name when there is none)."""
+    return next((name for name in ALERTMANAGER_BINARIES if shutil.which(name)),
+                ALERTMANAGER_BINARIES[0])
+
+
+def _alertmanager_prepare(data_dir: Path) -> None:
+    """Refuse to start without the binary (checked at start, so `tally down` still works)."""
+    if not shutil.which(alertmanager_binary()):
+        raise ServiceError("Alertmanager is not installed (Debian: prometheus-alertmanager); "
+                           "run `bash scripts/bootstrap` first")
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def alertmanager(port: int, data_dir: Path, config_file: Path) -> Service:
+    """Alertmanager on loopback with its silences and notification log in data_dir.
+
+    An empty cluster address turns off the gossip port (9094 on every
+    interface by default): one Alertmanager needs no peers.
+    """
+    url = f"http://127.0.0.1:{port}"
+    argv = (alertmanager_binary(), f"--config.file={config_file}",
+            f"--storage.path={data_dir}", f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=", "--log.level=warn")
+    return Service("alertmanager", argv, url, http_ok(f"{url}/-/ready"),
+                   lambda: _alertmanager_prepare(data_dir))
 
 
 def tally(name: str, args: list[str], url: str, ready: Callable[[], bool],

@@ -94,7 +94,7 @@ class Settings:
     # Flusher.
     flush_interval: float = 10.0
     flush_batch_size: int = 20_000
-    flush_lease_seconds: float = 120.0  # a killed flusher's marks return after this
+    flush_lease_seconds: float = 120.0  # in-flight marks' deadline (the lock passes sooner)
     flush_maintenance_interval: float = 600.0  # seconds between retention runs
     influx_top_n: int = 100
     influx_keys: tuple[str, ...] = ()
@@ -117,6 +117,15 @@ class Settings:
     statsd_interval: float = 1.0  # seconds samples are summed before one batch step
     statsd_max_pending: int = 100_000  # aggregated events held in memory, unapplied ones too
     statsd_event_ids: bool = True  # an id per aggregated event: retries count once
+
+    # Flusher takeover (docs/flusher.md, "Takeover and fencing").
+    flush_lock_seconds: float = 6.0  # a sink lock's lease, renewed by its holder's heartbeat
+    # Alert delivery: the local stack's Alertmanager (docs/observability.md, "Alert delivery").
+    alertmanager_port: int = 9093
+    alert_webhook_url: str = ""  # where notifications are posted; empty: the exporter logs them
+    alert_group_wait: int = 30  # seconds a new group waits for more alerts before its first post
+    alert_group_interval: int = 300  # seconds between posts about a group that changed
+    alert_repeat_interval: int = 14400  # seconds before a still-firing group is posted again
 
     # Local stack supervisor (`tally up`, docs/stack.md): restarts crashed processes.
     supervisor_port: int = 9843  # its /metrics: restarts and up state per stack process

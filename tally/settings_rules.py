@@ -17,6 +17,7 @@ PREFIX = "TALLY_"
 SINK_NAMES = ("timescale", "influx")
 DEDUP_MODES = ("exact", "bloom")
 MEMORY_SIZE = re.compile(r"\d+([kmg]b?)?", re.IGNORECASE)  # what redis.conf accepts
+WEBHOOK_URL = re.compile(r"https?://[^\s/?#]+\S*")  # Alertmanager posts to it
 
 
 def check_values(settings) -> None:
@@ -43,7 +44,8 @@ POSITIVE = ("shards", "dedup_window", "bloom_capacity", "max_batch_events", "max
             "sink_connect_timeout", "sink_write_timeout",
             "flush_maintenance_interval", "ingest_header_timeout", "ingest_body_timeout",
             "ingest_max_connections", "event_log_max", "events_retention",
-            "statsd_interval", "statsd_max_pending")
+            "statsd_interval", "statsd_max_pending",
+            "alert_group_wait", "alert_group_interval", "alert_repeat_interval")
 NON_NEGATIVE = ("accepted_lateness", "clock_skew", "outage_budget", "ingest_workers",
                 "leaderboard_capacity", "influx_top_n", "exporter_top_n", "flush_pause_seconds")
 
@@ -68,7 +70,11 @@ def check_ranges(settings) -> None:
     if settings.sink_write_timeout >= settings.flush_lease_seconds:
         refuse("sink_write_timeout", "less than TALLY_FLUSH_LEASE_SECONDS "
                f"({settings.flush_lease_seconds}), or a hung write outlives its lease")
+    if settings.flush_lock_seconds < 0.5:  # renewed every third of it, with Redis round trips
+        refuse("flush_lock_seconds", "at least 0.5")
     if not MEMORY_SIZE.fullmatch(settings.redis_maxmemory):
         refuse("redis_maxmemory", "bytes with an optional unit (kb, mb, gb), e.g. 1gb or 0")
+    if settings.alert_webhook_url and not WEBHOOK_URL.fullmatch(settings.alert_webhook_url):
+        refuse("alert_webhook_url", "an http:// or https:// URL, or empty for the exporter's log")
 
 

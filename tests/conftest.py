@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fix_postgres",
     "tests.fix_influx",
     "tests.fix_prometheus",
+    "tests.fix_alertmanager",
     "tests.fix_api",
     "tests.fix_browser",
 ]

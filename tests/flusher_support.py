@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
+import select
+import signal
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -26,13 +31,20 @@ def make_settings(redis_url: str, postgres_dsn: str, influx_url: str, **override
                          influx_url=influx_url, **(base | overrides))
 
 
-def flush_all(client, settings) -> None:
-    """Flush every configured sink until drained, in this process."""
+def flush_all(client, settings, timeout: float = 30.0) -> None:
+    """Flush every configured sink until drained, in this process.
+
+    A sink whose lock another flusher holds (a killed one's runs out within
+    TALLY_FLUSH_LOCK_SECONDS) is retried until it is ours.
+    """
     config = CountingConfig.from_settings(settings)
+    deadline = time.monotonic() + timeout
     for name in settings.sinks:
         sink = build_sink(name, settings)
         try:
-            flush.flush_sink(client, config, sink, settings)
+            while flush.flush_sink(client, config, sink, settings).elsewhere:
+                assert time.monotonic() < deadline, f"the lock of sink {name} stayed held"
+                time.sleep(0.1)
         finally:
             sink.close()
 
@@ -126,3 +138,48 @@ def wait_until(predicate, timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def flusher_env(settings, **env: str) -> dict:
+    """Environment of a `tally flush` process for the settings' servers, plus TALLY_* `env`."""
+    return os.environ | {
+        "TALLY_REDIS_URL": settings.redis_url, "TALLY_POSTGRES_DSN": settings.postgres_dsn,
+        "TALLY_INFLUX_URL": settings.influx_url, "TALLY_SHARDS": str(settings.shards),
+        "TALLY_INFLUX_TOP_N": str(settings.influx_top_n),
+        "TALLY_INFLUX_KEYS": ",".join(settings.influx_keys)} | {
+        f"TALLY_{name.upper()}": value for name, value in env.items()}
+
+
+def start_flusher(settings, **env: str) -> subprocess.Popen:
+    """A real `tally flush` process (its log on a pipe: await_log reads it)."""
+    return subprocess.Popen([sys.executable, "-m", "tally.stack.cli", "flush"],
+                            env=flusher_env(settings, **env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+class LogReader:
+    """Reads a flusher's stderr as it comes, keeping everything read so far."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.seen = proc, b""
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> bool:
+        """Read until `text` appears; False if the process exits or the time runs out first."""
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen and time.monotonic() < deadline:
+            if select.select([self.proc.stderr], [], [], 0.1)[0]:
+                chunk = os.read(self.proc.stderr.fileno(), 65536)
+                if not chunk:
+                    break
+                self.seen += chunk
+        return text.encode() in self.seen
+
+
+def stop_flusher(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    """Signal the process (SIGCONT first, in case it is stopped) and reap it; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    proc.stderr.close()
+    return code

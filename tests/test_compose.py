@@ -1,8 +1,17 @@
-"""docker-compose.yml at schema level (no Docker engine here): images, volumes, health, secrets."""
+"""docker-compose.yml: its text, and what `docker-compose config` makes of it (no engine needed).
+
+Debian's docker-compose (1.29) validates and resolves the file without a
+Docker engine; scripts/bootstrap installs it, so these tests run wherever the
+suite does. Exposure is asserted on that resolved output: published ports,
+networks, pinned image tags.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,9 +27,16 @@ DATASOURCES = {d["uid"]: d for d in yaml.safe_load(
     (PROJECT_ROOT / "grafana/provisioning/datasources/tally.yml").read_text())["datasources"]}
 ENV_EXAMPLE = dict(line.split("=", 1) for line in (PROJECT_ROOT / ".env.example").read_text()
                    .splitlines() if line and not line.startswith("#"))
-EXPECTED = {"redis", "timescaledb", "influxdb", "prometheus", "grafana", "tally-migrate",
+EXPECTED = {"redis", "timescaledb", "influxdb", "prometheus", "alertmanager", "grafana",
+            "tally-migrate",
             "tally-ingest", "tally-flusher", "tally-exporter", "tally-statsd"}
 OURS = {name for name in EXPECTED if name.startswith("tally-")}
+EXACT_TAG = re.compile(r"v?\d+\.\d+\.\d+(-pg\d+|-slim-\w+)?")  # major.minor.patch, no float
+# What compose may publish: the ingest paths and Grafana (service -> {(port, protocol)}).
+PUBLISHED = {"tally-ingest": {(8080, "tcp")}, "tally-statsd": {(8125, "udp"), (8125, "tcp")},
+             "grafana": {(3000, "tcp")}}
+# Also on the `edge` network: the publishers, and Alertmanager to reach its webhook.
+ON_EDGE = set(PUBLISHED) | {"alertmanager"}
 
 
 def test_every_service_is_there():
@@ -31,7 +47,7 @@ def test_every_service_is_there():
 def test_official_images_pinned_to_a_version(name):
     image = SERVICES[name]["image"]
     repo, _, tag = image.rpartition(":")
-    assert repo and re.match(r"v?\d+(\.\d+)*(-pg\d+)?$", tag), image
+    assert repo and EXACT_TAG.fullmatch(tag), image
 
 
 @pytest.mark.parametrize("name", sorted(OURS))
@@ -58,7 +74,7 @@ def test_long_running_services_have_healthchecks(name):
 def test_stateful_services_use_named_volumes():
     mounts = {"redis": "/data", "timescaledb": "/var/lib/postgresql/data",
               "influxdb": "/var/lib/influxdb", "prometheus": "/prometheus",
-              "grafana": "/var/lib/grafana"}
+              "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana"}
     for name, target in mounts.items():
         volume = next(v.split(":")[0] for v in SERVICES[name]["volumes"]
                       if v.split(":")[1] == target)
@@ -118,13 +134,61 @@ def test_prometheus_compose_targets_are_services():
     assert targets == {f"tally-exporter:{defaults.exporter_port}",
                        f"tally-ingest:{defaults.ingest_port}",
                        f"tally-statsd:{defaults.statsd_metrics_port}"}
-    assert f"{defaults.exporter_port}:{defaults.exporter_port}" in \
-        SERVICES["tally-exporter"]["ports"]
+    assert "ports" not in SERVICES["tally-exporter"]  # reached on the internal network only
 
 
-def test_statsd_publishes_its_port_over_udp_and_tcp_and_its_metrics():
-    defaults = Settings()
-    port, metrics = defaults.statsd_port, defaults.statsd_metrics_port
-    assert set(SERVICES["tally-statsd"]["ports"]) == {f"{port}:{port}/udp", f"{port}:{port}/tcp",
-                                                      f"{metrics}:{metrics}"}
+def test_statsd_publishes_its_port_over_udp_and_tcp_but_not_its_metrics():
+    port = Settings().statsd_port
+    assert set(SERVICES["tally-statsd"]["ports"]) == {f"{port}:{port}/udp", f"{port}:{port}/tcp"}
     assert SERVICES["tally-statsd"]["environment"]["TALLY_STATSD_HOST"] == "0.0.0.0"
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict:
+    """`docker-compose config` of the file, with .env.example's values as the secrets."""
+    if not shutil.which("docker-compose"):
+        pytest.skip("docker-compose is not installed; `bash scripts/bootstrap` installs it")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")} | ENV_EXAMPLE
+    done = subprocess.run(["docker-compose", "--project-directory", str(PROJECT_ROOT), "-f",
+                           str(PROJECT_ROOT / "docker-compose.yml"), "config"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def test_config_publishes_only_the_ingest_paths_and_grafana(resolved):
+    published = {name: {(p["published"], p.get("protocol", "tcp")) for p in svc["ports"]}
+                 for name, svc in resolved["services"].items() if svc.get("ports")}
+    assert published == PUBLISHED
+    for name in published:
+        assert all(p["published"] == p["target"] for p in resolved["services"][name]["ports"])
+
+
+def test_config_keeps_everything_else_on_the_internal_network(resolved):
+    assert resolved["networks"]["internal"] == {"internal": True}
+    for name, svc in resolved["services"].items():
+        expected = {"internal", "edge"} if name in ON_EDGE else {"internal"}
+        assert set(svc["networks"]) == expected, name
+
+
+def test_config_pins_every_image_to_an_exact_version(resolved):
+    images = {name: svc["image"] for name, svc in resolved["services"].items()}
+    assert {images[name] for name in OURS} == {"tally:local"}  # built from the Dockerfile
+    for name in set(images) - OURS:
+        repo, _, tag = images[name].rpartition(":")
+        assert repo and EXACT_TAG.fullmatch(tag), images[name]
+    bases = re.findall(r"^FROM (\S+)", (PROJECT_ROOT / "Dockerfile").read_text(), re.M)
+    assert bases and all(EXACT_TAG.fullmatch(base.split(":")[1]) for base in bases), bases
+
+
+def test_config_has_no_lifecycle_api(resolved):
+    commands = [arg for svc in resolved["services"].values() for arg in svc.get("command", [])]
+    assert "--web.enable-lifecycle" not in commands and commands
+
+
+def test_config_mounts_the_committed_alertmanager_config(resolved):
+    am = resolved["services"]["alertmanager"]
+    config = f"{PROJECT_ROOT}/prometheus/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro"
+    assert config in am["volumes"]
+    assert "--cluster.listen-address=" in am["command"]
+    assert "tally-exporter" in am["depends_on"]

@@ -107,7 +107,11 @@ def stack(redis_url, postgres_dsn, influx_url, prometheus_server):
 
 
 def prom_data(base: str, target: dict, rng: TimeRange, variables: dict) -> list:
-    """Run a PromQL target as Grafana would (instant or range query); the result list."""
+    """Run a PromQL target as Grafana would (instant or range query); the result list.
+
+    $__interval and $__rate_interval follow the range; a range query reads the last
+    minute at 1 s steps, since the demo's samples are only seconds old.
+    """
     expr = expand_promql(target["expr"], rng, variables, scrape=1)
     if target.get("instant"):
         params, path = {"query": expr, "time": time.time()}, "query"
@@ -142,7 +146,7 @@ def test_demo_traffic_was_counted(stack):
 
 
 def test_overview_panels_return_series(stack):
-    base, rng = stack["prometheus"], stack["range"]
+    base, rng = stack["prometheus"], _recent(stack, 3600)
     counters = requests.get(f"{base}/api/v1/label/counter/values",
                             params={"match[]": "tally_events_total"}, timeout=10).json()["data"]
     assert sorted(counters) == sorted(demo.COUNTERS)
@@ -153,6 +157,21 @@ def test_overview_panels_return_series(stack):
         points = [r["value"] for r in result] if target.get("instant") else \
             [v for r in result for v in r["values"]]
         assert points, f"{title}: no samples"
+
+
+def test_overview_panels_return_series_over_thirty_days(stack):
+    """$__interval grows to 1 h, $__rate_interval to 3601s: every panel still has series."""
+    base, rng = stack["prometheus"], _recent(stack, 30 * 86400)
+    assert expand_promql("$__interval $__rate_interval", rng, {}, scrape=1) == "1h 3601s"
+    for title, target in targets(DASHBOARDS["tally-overview"]):
+        assert prom_data(base, target, rng, {"counter": ".*"}), f"{title}: no series"
+
+
+def _recent(stack, seconds: int) -> TimeRange:
+    """The range of the last `seconds` up to now, as a dashboard opened now shows it."""
+    now = time.time()
+    assert now - seconds <= stack["range"].start + 3600
+    return TimeRange(now - seconds, now)
 
 
 # One range per history table the stepped panels choose: minutes, hours, days.
@@ -179,22 +198,64 @@ def test_history_sql_panels_return_rows(stack, span):
         assert expected <= set(columns), f"{title}: columns {columns}"
 
 
-def test_history_influx_panels_return_series(stack):
-    rng, url = stack["range"], stack["settings"].influx_url
-    for title, target in targets(DASHBOARDS["tally-history"]):
+def influx_rp(dsn: str, board: dict, rng: TimeRange) -> str:
+    """The hidden influx_rp variable as Grafana resolves it: its SQL run for this range."""
+    var = {v["name"]: v for v in board["templating"]["list"]}["influx_rp"]
+    _, rows = sql_rows(dsn, expand_sql(var["query"], rng, {}))
+    assert len(rows) == 1, rows
+    return rows[0][0]
+
+
+# Influx ranges ending now, with the policy that holds their start: a short one, the
+# long one of the issue (past minute_7d's 7 days), and one beyond hour_1y's year.
+INFLUX_RANGES = {"1h": (3600, "minute_7d"), "30d": (30 * 86400, "hour_1y"),
+                 "400d": (400 * 86400, "day_inf")}
+
+
+@pytest.mark.parametrize("span", INFLUX_RANGES)
+def test_history_influx_panels_read_the_policy_of_the_range(stack, span):
+    settings, end = stack["settings"], stack["range"].end
+    seconds, policy = INFLUX_RANGES[span]
+    rng, board = TimeRange(end - seconds, end), DASHBOARDS["tally-history"]
+    variables = {"counter": "views", "influx_rp": influx_rp(settings.postgres_dsn, board, rng)}
+    assert variables["influx_rp"] == policy
+    totals = {}
+    for title, target in targets(board):
         if target["datasource"]["type"] != "influxdb":
             continue
-        series = influx_series(url, expand_influxql(target["query"], rng, {"counter": "views"}))
-        assert series, f"{title}: no series"
+        query = expand_influxql(target["query"], rng, variables)
+        assert f'FROM "{policy}".' in query, query
+        series = influx_series(settings.influx_url, query)
+        assert series, f"{title}: no series in {policy}"
         assert all(s["columns"] == ["time", "sum"] and s["values"] for s in series), title
+        totals[title] = sum(v for s in series for _, v in s["values"] if v is not None)
+    # Every policy holds the same events: minutes, hours and days add up alike.
+    assert totals == stack.setdefault("influx_totals", totals), (policy, totals)
 
 
-def test_every_panel_uses_a_provisioned_datasource():
-    provisioned = yaml.safe_load((GRAFANA / "provisioning/datasources/tally.yml").read_text())
-    known = {(d["type"], d["uid"]) for d in provisioned["datasources"]}
+def test_every_panel_names_its_datasource_through_a_variable():
     for board in DASHBOARDS.values():
-        used = {(t["datasource"]["type"], t["datasource"]["uid"]) for _, t in targets(board)}
-        assert used <= known, board["uid"]
+        pickers = {v["name"]: v["query"] for v in board["templating"]["list"]
+                   if v["type"] == "datasource"}
+        refs = [t["datasource"] for _, t in targets(board)] + \
+            [p["datasource"] for p in board["panels"]] + \
+            [v["datasource"] for v in board["templating"]["list"] if "datasource" in v]
+        for ref in refs:
+            assert ref["uid"].startswith("${") and ref["uid"].endswith("}"), (board["uid"], ref)
+            assert pickers[ref["uid"][2:-1]] == ref["type"], (board["uid"], ref)
+        required = {r["id"] for r in board["__requires"] if r["type"] == "datasource"}
+        assert required == set(pickers.values()), board["uid"]
+
+
+def test_datasource_defaults_are_the_provisioned_datasources():
+    provisioned = yaml.safe_load((GRAFANA / "provisioning/datasources/tally.yml").read_text())
+    known = {(d["type"], d["uid"], d["name"]) for d in provisioned["datasources"]}
+    for board in DASHBOARDS.values():
+        pickers = [v for v in board["templating"]["list"] if v["type"] == "datasource"]
+        assert pickers, board["uid"]
+        for picker in pickers:
+            current = (picker["query"], picker["current"]["value"], picker["current"]["text"])
+            assert current in known, (board["uid"], current)
 
 
 def test_dashboards_json_is_what_build_py_writes(tmp_path):

@@ -31,6 +31,7 @@ def _archiver(settings, point: str | None) -> subprocess.Popen:
         "TALLY_REDIS_URL": settings.redis_url, "TALLY_POSTGRES_DSN": settings.postgres_dsn,
         "TALLY_SHARDS": str(settings.shards), "TALLY_SINKS": "",
         "TALLY_FLUSH_INTERVAL": "0.05", "TALLY_FLUSH_LEASE_SECONDS": "1",
+        "TALLY_FLUSH_LOCK_SECONDS": "1",
         "TALLY_SINK_WRITE_TIMEOUT": "0.9", "TALLY_FLUSH_PAUSE_AT": point or "",
         "TALLY_FLUSH_PAUSE_SECONDS": "0.3"}
     return subprocess.Popen([sys.executable, "-m", "tally.stack.cli", "flush"], env=env,

@@ -63,9 +63,9 @@ EXPECTED = {
     ("tally_unique_users", (("counter", "likes"), ("window", "day"))): 1,
     ("tally_unique_users", (("counter", "views"), ("window", "hour"))): 4,
     ("tally_unique_users", (("counter", "views"), ("window", "day"))): 5,
-    ("tally_top_key_count", (("counter", "likes"), ("key", "post:9"), ("window", "day"))): 1,
-    ("tally_top_key_count", (("counter", "views"), ("key", "video:2"), ("window", "day"))): 6,
-    ("tally_top_key_count", (("counter", "views"), ("key", "video:1"), ("window", "day"))): 3,
+    ("tally_top_key_events", (("counter", "likes"), ("key", "post:9"), ("window", "day"))): 1,
+    ("tally_top_key_events", (("counter", "views"), ("key", "video:2"), ("window", "day"))): 6,
+    ("tally_top_key_events", (("counter", "views"), ("key", "video:1"), ("window", "day"))): 3,
     ("tally_flusher_lag_seconds", (("sink", "influx"),)): 2.5,
     ("tally_flusher_lag_seconds", (("sink", "timescale"),)): 2.5,
     ("tally_flusher_lag_seconds", (("sink", "events"),)): 0,  # see the event log below
@@ -145,7 +145,7 @@ def test_unreachable_redis_reports_down_and_no_stale_numbers():
 def test_top_n_bounds_per_key_series(redis_client):
     load_demo(redis_client)
     exact, _ = _split(scrape(redis_client, top_n=1))
-    top = {labels for name, labels in exact if name == "tally_top_key_count"}
+    top = {labels for name, labels in exact if name == "tally_top_key_events"}
     assert top == {(("counter", "likes"), ("key", "post:9"), ("window", "day")),
                    (("counter", "views"), ("key", "video:2"), ("window", "day"))}
 

@@ -59,7 +59,7 @@ def test_prometheus_scrapes_exporter_and_records_rates(redis_client, scraped):
     found = wait_for(scraped, 'tally_events_total{job="tally-exporter"}',
                      lambda r: values(r, "counter") == {"views": 7.0, "likes": 1.0})
     assert {r["metric"]["job"] for r in found} == {"tally-exporter"}
-    top = promql(scraped, 'tally_top_key_count{counter="views"}')
+    top = promql(scraped, 'tally_top_key_events{counter="views"}')
     assert values(top, "key") == {"video:2": 6.0, "video:1": 3.0}
     # More views between scrapes: the recorded per-counter rate turns positive.
     for i in range(6):

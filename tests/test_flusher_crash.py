@@ -26,6 +26,7 @@ def _start_flusher(settings, point: str) -> subprocess.Popen:
         "TALLY_INFLUX_TOP_N": "0", "TALLY_INFLUX_KEYS": ",".join(FEATURED),
         "TALLY_FLUSH_INTERVAL": "0.1", "TALLY_FLUSH_BATCH_SIZE": "8",
         "TALLY_FLUSH_LEASE_SECONDS": "1", "TALLY_SINK_WRITE_TIMEOUT": "0.9",
+        "TALLY_FLUSH_LOCK_SECONDS": "1",
         "TALLY_FLUSH_PAUSE_AT": point,
         "TALLY_FLUSH_PAUSE_SECONDS": "0.3"}
     return subprocess.Popen([sys.executable, "-m", "tally.stack.cli", "flush"], env=env,

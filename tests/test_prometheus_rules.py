@@ -62,3 +62,54 @@ def test_scrape_jobs_match_alerts_and_interval():
         assert config["global"]["scrape_interval"] == "15s"
         jobs = {job["job_name"] for job in config["scrape_configs"]}
         assert jobs == {"tally-exporter", "tally-ingest", "tally-statsd"}
+
+
+def _alert_rules() -> list[dict]:
+    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"] if "alert" in rule]
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The heading anchors GitHub makes: lower case, punctuation dropped, spaces to hyphens.
+
+    Fenced code is skipped (a `# comment` there is no heading); a repeated
+    heading gets -1, -2, … as on GitHub.
+    """
+    anchors: set[str] = set()
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"#{1,6} (.+)", line)):
+            slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
+            anchor, n = slug, 0
+            while anchor in anchors:
+                n += 1
+                anchor = f"{slug}-{n}"
+            anchors.add(anchor)
+    return anchors
+
+
+@pytest.mark.parametrize("markdown, anchors", [
+    ("## Alert delivery (Alertmanager)\n### TallyFlushStale\n```\n# not\n```\n## Logs\n## Logs",
+     {"alert-delivery-alertmanager", "tallyflushstale", "logs", "logs-1"}),
+])
+def test_github_anchors(markdown, anchors):
+    assert github_anchors(markdown) == anchors
+
+
+@pytest.mark.parametrize("rule", _alert_rules(), ids=lambda rule: rule["alert"])
+def test_every_alert_has_summary_description_and_a_runbook_that_exists(rule):
+    annotations = rule["annotations"]
+    assert set(annotations) == {"summary", "description", "runbook_url"}
+    assert all(annotations[name].strip() for name in annotations)
+    path, _, anchor = annotations["runbook_url"].partition("#")
+    assert anchor == rule["alert"].lower()
+    assert anchor in github_anchors((PROJECT_ROOT / path).read_text())
+
+
+def test_configs_send_alerts_to_the_alertmanager():
+    expected = {"prometheus.yml": "127.0.0.1:9093", "prometheus.compose.yml": "alertmanager:9093"}
+    for name, target in expected.items():
+        alerting = yaml.safe_load((PROM / name).read_text())["alerting"]
+        assert alerting == {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}

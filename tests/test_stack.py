@@ -43,8 +43,8 @@ def stack_env():
     """Environment for a stack on free ports in a temporary folder; brought down afterwards."""
     data = Path(tempfile.mkdtemp(prefix="tally-stack-"))
     data.chmod(0o711)  # PostgreSQL runs as the postgres user and must enter the folder
-    names = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER", "STATSD", "STATSD_METRICS",
-             "SUPERVISOR")
+    names = ("REDIS", "POSTGRES", "PROMETHEUS", "ALERTMANAGER", "INGEST", "EXPORTER", "STATSD",
+             "STATSD_METRICS", "SUPERVISOR")
     ports = {f"TALLY_{name}_PORT": str(port)
              for name, port in zip(names, process.free_ports(len(names)), strict=True)}
     env = dict(os.environ, **ports, TALLY_DATA_DIR=str(data / "data"),
@@ -139,3 +139,30 @@ def test_readme_quickstart_counts_flushes_and_exports(stack_env):
     assert wait_for(flushed_row) == [("views", "video:42", 1)]
     metrics = requests.get(f"http://127.0.0.1:{settings.exporter_port}/metrics", timeout=10).text
     assert 'tally_events_total{counter="views"} 1.0' in metrics
+
+
+def test_up_runs_alertmanager_and_its_alerts_reach_the_exporter_log(stack_env):
+    """Prometheus (no lifecycle API) knows the stack's Alertmanager, which logs in the exporter."""
+    env = dict(stack_env, TALLY_ALERT_GROUP_WAIT="1")
+    settings = load_settings(env)
+    assert tally(env, "up", "--detach").returncode == 0
+    am = f"127.0.0.1:{settings.alertmanager_port}"
+
+    def active_alertmanagers():
+        answer = requests.get(f"http://127.0.0.1:{settings.prometheus_port}/api/v1/alertmanagers",
+                              timeout=10).json()
+        return [a["url"] for a in answer["data"]["activeAlertmanagers"]]
+
+    assert wait_for(active_alertmanagers) == [f"http://{am}/api/v2/alerts"]
+    quit_ = requests.post(f"http://127.0.0.1:{settings.prometheus_port}/-/quit", timeout=10)
+    assert quit_.status_code == 403  # no lifecycle API
+    alert = {"labels": {"alertname": "StackSmoke", "severity": "warning"},
+             "annotations": {"summary": "posted by the stack test"}}
+    requests.post(f"http://{am}/api/v2/alerts", json=[alert], timeout=10).raise_for_status()
+    log = settings.data_dir / "log" / "exporter.log"
+
+    def alert_lines():
+        return [line for line in log.read_text().splitlines() if '"tally.alerts"' in line]
+
+    [line] = wait_for(alert_lines, timeout=60)
+    assert '"alert firing: StackSmoke"' in line and '"receiver": "tally-log"' in line

@@ -36,8 +36,8 @@ from tests.test_stack import influx_ports, tally, wait_for
 
 COUNTER = "kills"
 BACK_WITHIN = 45.0  # seconds from kill -9 to serving again; generous on a shared machine
-PORTS = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER", "STATSD", "STATSD_METRICS",
-         "SUPERVISOR")
+PORTS = ("REDIS", "POSTGRES", "PROMETHEUS", "ALERTMANAGER", "INGEST", "EXPORTER", "STATSD",
+         "STATSD_METRICS", "SUPERVISOR")
 
 
 def stack_env(data: Path) -> dict[str, str]:

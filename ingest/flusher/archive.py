@@ -19,6 +19,12 @@ nothing and trims them. Two archivers racing (a lost lock) meet at the
 position rows: the second waits for the first to commit, then sees the new
 positions and skips. So every entry reaches `events` exactly once, and an
 entry leaves Redis only once it is in the database.
+
+Fencing, as for the counts (fence.py): a run records its lock's fence in
+sink_fence (row 'events') when it starts and checks it as the last
+statement of each store transaction, so an archiver that lost its lock
+rolls back instead of committing; it trims only after checking that the
+lock is still its own.
 """
 
 from __future__ import annotations
@@ -34,9 +40,9 @@ from tally.backends import EVENT_COLUMNS
 from tally.errors import SinkError
 from tally.ingest.counting import loader
 from tally.ingest.counting.config import CountingConfig
-from tally.ingest.flusher import handoff, lock
+from tally.ingest.flusher import fence, handoff, lock
 from tally.ingest.flusher.deadline import SocketDeadline
-from tally.ingest.flusher.flush import RunResult
+from tally.ingest.flusher.flush import RunResult, claim
 from tally.ingest.flusher.timescale import connect, statement_timeout_sql
 
 NAME = "events"  # the archiver's name as a flusher worker: its lock, health hash and logs
@@ -125,6 +131,7 @@ class EventArchiver:
     def __init__(self, dsn: str, *, connect_timeout: float = 5.0, write_timeout: float = 30.0):
         self.dsn, self.connect_timeout, self.write_timeout = dsn, connect_timeout, write_timeout
         self._conn: psycopg.Connection | None = None
+        self.fence: fence.Fence | None = None  # set by claim; None = unfenced stores
 
     @classmethod
     def from_settings(cls, settings) -> EventArchiver:
@@ -139,6 +146,18 @@ class EventArchiver:
             self._conn.commit()
         return self._conn
 
+    def claim(self, held: fence.Fence) -> int | None:
+        """Record a lock holder's fence; None when accepted, else the larger fence stored."""
+        try:
+            conn = self._connect()
+            with SocketDeadline(conn.fileno(), self.write_timeout):
+                stored = fence.claim(conn, held)
+        except psycopg.Error as exc:
+            self.close()
+            raise SinkError(f"TimescaleDB: recording the archiver's fence failed: {exc}") from exc
+        self.fence = held if stored is None else None
+        return stored
+
     def store(self, entries: Sequence[Entry]) -> list[Entry]:
         """Commit the entries past their stream's position; return those stored."""
         if not entries:
@@ -149,6 +168,7 @@ class EventArchiver:
             with SocketDeadline(conn.fileno(), self.write_timeout) as deadline, \
                     conn.transaction(), conn.cursor() as cur:
                 fresh = self._store(cur, entries)
+                fence.check(cur, self.fence)
         except psycopg.Error as exc:
             self.close()
             why = (f"did not finish within {self.write_timeout:g} s"
@@ -192,17 +212,17 @@ def archive_run(client, config: CountingConfig, archiver: EventArchiver, setting
     RunResult: marks = entries read, rows = events stored, recovered =
     entries found already stored (a crash between commit and trim).
     """
-    token = handoff.new_token()
-    lease = settings.flush_lease_seconds
-    if not lock.acquire(client, NAME, token, lease):
-        return RunResult(0, 0, 0, elsewhere=True)
+    held = lock.acquire(client, NAME, handoff.new_token(), settings.flush_lock_seconds)
+    if isinstance(held, lock.Busy):
+        return RunResult(0, 0, 0, elsewhere=True, retry_in=held.retry_in)
     entries_read = events_stored = already = 0
-    try:
+    with held:
+        claim(archiver, held, checkpoint)
         active = handoff.discover(client, config.shards)
         for _ in range(MAX_ROUNDS):
             if not active:
                 break
-            lock.renew(client, NAME, token, lease)
+            held.verify()
             entries, stale = read_round(client, active, ENTRIES_PER_STREAM)
             if not entries:
                 trim(client, [], stale)
@@ -210,6 +230,7 @@ def archive_run(client, config: CountingConfig, archiver: EventArchiver, setting
             checkpoint(f"read:{NAME}")
             fresh = archiver.store(entries)
             checkpoint(f"archived:{NAME}")
+            held.verify()  # lost: the holder finds these entries stored and trims them
             trim(client, entries, stale)
             checkpoint(f"trimmed:{NAME}")
             entries_read += len(entries)
@@ -218,8 +239,6 @@ def archive_run(client, config: CountingConfig, archiver: EventArchiver, setting
             # A stream that gave fewer entries than asked is drained for this run.
             read_per_shard = Counter(entry.shard for entry in entries)
             active = [s for s in active if read_per_shard[s] >= ENTRIES_PER_STREAM]
-    finally:
-        lock.release(client, NAME, token)
     if already:
         log.info("trimmed log entries archived before", extra={"fields": {"entries": already}})
     return RunResult(entries_read, events_stored, already)

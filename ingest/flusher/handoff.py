@@ -108,6 +108,36 @@ def recover(client, shards: Sequence[Shard], sink: str, now: float) -> int:
     return int(sum(moved))
 
 
+def reclaim(client, shards: Sequence[Shard], sink: str) -> int:
+    """Return every in-flight mark of a sink to dirty, leased or not; return how many.
+
+    Only for the holder of the sink's lock, before it takes marks: only lock
+    holders take, so every in-flight set then belongs to a holder that was
+    killed or lost the lock, and its marks need not wait for their lease.
+    """
+    moved = _per_shard(client, "recover", shards,
+                       lambda s: [s.keys.dirty(sink), s.keys.leases(sink)],
+                       lambda s: ["+inf", _inflight_prefix(s, sink)])
+    return int(sum(moved))
+
+
+def remark(client, sink: str, marks: Sequence[Mark]) -> int:
+    """Put marks back into dirty (earliest score kept), whoever holds them now; return how many.
+
+    For a write that may have landed after another flusher's newer one: the
+    marks make the lock holder write those buckets again.
+    """
+    by_shard: dict[Shard, dict[str, float]] = {}
+    for mark in marks:
+        by_shard.setdefault(mark.shard, {})[keys.dirty_member(mark.minute, mark.key)] = mark.score
+    pipe = client.pipeline(transaction=False)
+    for shard, members in by_shard.items():
+        pipe.zadd(shard.keys.dirty(sink), members, lt=True)
+    if by_shard:
+        pipe.execute()
+    return sum(len(members) for members in by_shard.values())
+
+
 def queue_oldest(pipe, shard: Shard, sink: str) -> None:
     """Queue the read of a shard's oldest mark of a sink (see `oldest_of`)."""
     queue_eval(pipe, "oldest", [shard.keys.dirty(sink), shard.keys.leases(sink)],

@@ -2,6 +2,9 @@
 
 With the event log on (TALLY_EVENT_LOG), the archiver (archive.py) is one
 more such worker, named "events": same lock, lease, backoff and health hash.
+A worker that finds its sink's lock held asks again when that lock would
+run out (at most TALLY_FLUSH_LOCK_SECONDS), not a whole interval later, so
+it takes over from a killed flusher within seconds.
 
 Sinks are independent: each has a thread with its own Redis connection,
 sink connection, lock, lease and health hash, so a sink that hangs or fails
@@ -53,6 +56,7 @@ class SinkLoop:
 
     def __init__(self, sink, run=flush.flush_sink):
         self.sink, self.run, self.failures, self.next_run = sink, run, 0, 0.0
+        self.busy_for: float | None = None  # another flusher's lock runs out in this many s
 
     def step(self, client, config, settings, checkpoint) -> bool:
         """One run with metrics; True on success, schedules a backoff on failure."""
@@ -65,6 +69,7 @@ class SinkLoop:
         self.failures = self.failures + 1 if error else 0
         backoff = min(MAX_BACKOFF, 2.0 ** (self.failures - 1)) if error else 0.0
         self.next_run = time.monotonic() + backoff
+        self.busy_for = result.retry_in if result.elsewhere else None
         if result.elsewhere:  # the lock holder reports this sink's health, not us
             log.debug("sink busy", extra={"fields": {"sink": self.sink.name}})
             return True
@@ -137,6 +142,8 @@ class SinkWorker:
                 if self.once:
                     break
                 wait = self.interval if not loop.failures else loop.next_run - time.monotonic()
+                if loop.busy_for is not None:  # ask again as the holder's lock runs out:
+                    wait = min(wait, loop.busy_for + 0.1)  # a killed holder's passes on
                 self.stop.wait(max(0.05, wait))
         finally:
             loop.sink.close()

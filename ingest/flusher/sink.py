@@ -33,6 +33,14 @@ class Sink(Protocol):
     #: Rows this store cannot hold (InfluxDB 1.x tag limits), counted since start, never silent.
     skipped_total: int
 
+    def claim(self, held) -> int | None:
+        """Record the lock holder's fence.Fence before writing under it.
+
+        None when accepted; else the larger fence the store already holds
+        (Redis lost the lock's hash), which the holder must first raise above.
+        Stores without transactions accept and rely on flush.py's lock checks.
+        """
+
     def write(self, rows: Sequence[BucketRow]) -> int:
         """Store rows (absolute values, never lowering a stored one); raise SinkError on failure."""
 

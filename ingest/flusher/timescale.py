@@ -5,7 +5,9 @@ INSERT … SELECT … ON CONFLICT per resolution, all in one transaction. The
 upsert keeps GREATEST(stored, new): writing a bucket twice is harmless, and
 a Redis that restarted empty cannot shrink what was stored.
 
-Every exchange is bounded: the connect by its timeout, each statement by the
+A flusher holding the sink's lock claims it with its fence (fence.py); each
+write transaction then checks that fence last, so a flusher that lost the
+lock cannot commit. Every exchange is bounded: the connect by its timeout, each statement by the
 server's statement_timeout, and the whole write by a client-side deadline
 that also ends a wait on a server that stopped answering (deadline.py).
 """
@@ -19,6 +21,7 @@ import psycopg
 
 from tally.backends import COLUMNS, PRIMARY_KEY
 from tally.errors import SinkError
+from tally.ingest.flusher import fence
 from tally.ingest.flusher.deadline import SocketDeadline
 from tally.ingest.flusher.sink import BucketRow
 from tally.resolutions import RESOLUTIONS, TABLE
@@ -60,6 +63,7 @@ class TimescaleSink:
         self.connect_timeout, self.write_timeout = connect_timeout, write_timeout
         self._conn: psycopg.Connection | None = None
         self._prepared = False
+        self.fence: fence.Fence | None = None  # set by claim; None = unfenced writes
 
     @classmethod
     def from_settings(cls, settings, **options) -> TimescaleSink:
@@ -81,8 +85,22 @@ class TimescaleSink:
             conn.commit()
             self._prepared = True
 
+    def claim(self, held: fence.Fence) -> int | None:
+        """Record a lock holder's fence; None when accepted, else the larger fence stored."""
+        try:
+            conn = self._connect()
+            with SocketDeadline(conn.fileno(), self.write_timeout):
+                self._prepare(conn)
+                stored = fence.claim(conn, held)
+        except psycopg.Error as exc:
+            self.close()
+            raise SinkError(f"TimescaleDB: recording the fence of sink {held.sink} "
+                            f"failed: {exc}") from exc
+        self.fence = held if stored is None else None
+        return stored
+
     def write(self, rows: Sequence[BucketRow]) -> int:
-        """Upsert the per-key rows in one transaction; return how many."""
+        """Upsert the per-key rows in one transaction, fence checked last; return how many."""
         rows = [r for r in rows if r.key is not None]
         if not rows:
             return 0
@@ -93,6 +111,8 @@ class TimescaleSink:
                 self._prepare(conn)
                 with conn.transaction():
                     (self._copy if self.method == "copy" else self._executemany)(conn, rows)
+                    with conn.cursor() as cur:
+                        fence.check(cur, self.fence)
         except psycopg.Error as exc:
             self.close()
             why = (f"did not finish within {self.write_timeout:g} s"
