@@ -248,11 +248,14 @@ class TestDetached(Supervised):
     mode = "detach"
 
     def test_logs_print_every_process_prefixed_or_one_as_is(self, stack):
+        pid = running_pid(stack.settings, "flusher")[0]
+        os.kill(pid, signal.SIGKILL)  # for a fresh line in the supervisor's log
+        wait_for(lambda: serving(stack, "flusher", pid), BACK_WITHIN)
         every = tally(stack.env, "logs", "-n", "100").stdout.splitlines()
         width = max(len(name) for name in (SUPERVISOR, *(entry.name for entry in STACK)))
         assert any(line.startswith(prefix("redis", width)) for line in every)
         assert any(line.startswith(prefix(SUPERVISOR, width) + "20")  # timestamped
-                   and " redis restarted (pid " in line for line in every)
+                   and " flusher restarted (pid " in line for line in every)
         one = tally(stack.env, "logs", "redis", "-n", "200").stdout
         assert "Ready to accept connections" in one and " | " not in one
         wrong = tally(stack.env, "logs", "rediss")
@@ -271,17 +274,32 @@ class TestDetached(Supervised):
             follow.send_signal(signal.SIGINT)
         assert "POST /v1/events" in line
 
-    def test_down_stops_what_a_killed_supervisor_left_and_leaves_no_process(self, stack):
-        """Processes outlive a killed supervisor (own sessions); `tally down` still ends them."""
+    def test_up_takes_over_what_a_killed_supervisor_left(self, stack):
+        """Processes outlive a killed supervisor (own sessions); a new `tally up` restarts them."""
         pids = [running_pid(stack.settings, entry.name) for entry in STACK]
-        os.kill(running_pid(stack.settings, SUPERVISOR)[0], signal.SIGKILL)
-        wait_for(lambda: running_pid(stack.settings, SUPERVISOR) is None, 10)
+        kill_supervisor(stack)
         assert all(process.alive(*known) for known in pids)
         assert tally(stack.env, "status").returncode == 3  # nothing would heal them now
+        again = tally(stack.env, "up", "--detach")
+        assert again.returncode == 0
+        assert "redis       left running by an earlier `tally up`" in again.stdout
+        assert not any(process.alive(*known) for known in pids)
+        assert tally(stack.env, "status").returncode == 0
+        stack.post("after-takeover", 25)
+        assert_exact(stack)
+
+    def test_down_stops_what_a_killed_supervisor_left_and_leaves_no_process(self, stack):
+        pids = [running_pid(stack.settings, entry.name) for entry in STACK]
+        kill_supervisor(stack)
         down = tally(stack.env, "down")
         assert down.returncode == 0 and "redis       stopped" in down.stdout
         assert not any(process.alive(*known) for known in pids)
         assert stack_processes(stack.env["TALLY_DATA_DIR"]) == []
+
+
+def kill_supervisor(stack: Stack) -> None:
+    os.kill(running_pid(stack.settings, SUPERVISOR)[0], signal.SIGKILL)
+    wait_for(lambda: running_pid(stack.settings, SUPERVISOR) is None, 10)
 
 
 def stack_processes(data_dir: str) -> list[int]:
