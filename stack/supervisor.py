@@ -55,6 +55,7 @@ class Child:
 
     @property
     def name(self) -> str:
+        """The entry's name: its log, pid file and metric label."""
         return self.entry.name
 
 
