@@ -200,7 +200,8 @@ def archive_and_disk(client, config: CountingConfig, settings: Settings) -> list
     """Archive rows/s against a raw COPY of the same text, and the table's size per 1M events."""
     rows = []
     keys = zipf_keys(ARCHIVE_EVENTS, seed=2)
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+    # As the owner: the bench empties `events` between rounds (TRUNCATE is not tally_app's).
+    with psycopg.connect(settings.postgres_owner_dsn, autocommit=True) as conn:
         for shape, build in SHAPES.items():
             archived, raw, sizes = [], [], []
             for round_ in range(ROUNDS):
@@ -269,9 +270,11 @@ def run(settings: Settings) -> list[dict]:
     config = dataclasses.replace(CountingConfig.from_settings(settings), event_log=True)
     with tempfile.TemporaryDirectory() as tmp:
         port = free_ports(1)[0]
-        with services.running(services.redis(port, Path(tmp) / "data"), Path(tmp) / "log"), \
-                redis.Redis(port=port) as client:
-            settings = settings.with_(redis_url=f"redis://127.0.0.1:{port}/0")
+        password = settings.redis_password  # the stack's, as its own Redis has
+        with services.running(services.redis(port, Path(tmp) / "data", password=password),
+                              Path(tmp) / "log"), \
+                redis.Redis(port=port, password=password or None) as client:
+            settings = settings.with_(redis_port=port, redis_url="")
             apply(client, config, make_events(2 * BATCH, "warm", zipf_keys(2 * BATCH)))
             drain(client, config, settings)
             return (ingest(client, config, settings) + archive_and_disk(client, config, settings)

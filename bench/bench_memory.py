@@ -135,8 +135,10 @@ def run(settings: Settings | None = None) -> list[dict]:
     settings = (settings or Settings()).with_(dedup_mode="exact")
     with tempfile.TemporaryDirectory() as tmp:
         port = free_ports(1)[0]
-        with services.running(services.redis(port, Path(tmp) / "data"), Path(tmp) / "log"), \
-                redis.Redis(port=port) as client:
+        password = settings.redis_password
+        with services.running(services.redis(port, Path(tmp) / "data", password=password),
+                              Path(tmp) / "log"), \
+                redis.Redis(port=port, password=password or None) as client:
             return new_key_costs(client, settings) + dedup_costs(client, settings)
 
 

@@ -20,6 +20,7 @@ from tally.errors import ServiceError
 from tally.exporter.alert_log import with_alert_log
 from tally.exporter.collector import TallyCollector
 from tally.ingest.counting.config import CountingConfig
+from tally.redact import redact
 from tally.redis_connect import connect, disconnect
 from tally.settings import Settings
 
@@ -68,7 +69,8 @@ def main(args, settings: Settings) -> int:
     try:
         client = connect(settings, REDIS_TIMEOUT)
     except redis.RedisError as exc:  # a cluster client connects at construction
-        raise ServiceError(f"exporter cannot reach Redis at {settings.redis_url}: {exc}") from None
+        raise ServiceError(f"exporter cannot reach Redis at {redact(settings.redis_url)}: "
+                           f"{exc}") from None
     server, thread = serve(build_registry(client, settings), settings.exporter_host,
                            settings.exporter_port)
     log.info("exporter serving http://%s:%d/metrics", *server.server_address[:2])

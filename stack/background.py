@@ -22,10 +22,11 @@ from tally.stack.runner import run_stack
 def detach(settings: Settings, ready_fd: int) -> None:
     """Send our output to the supervisor's log, then tell the caller the stack is up."""
     path = log_file(settings, SUPERVISOR)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # private, as every log
+    os.fchmod(fd, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

@@ -12,6 +12,7 @@ from tally.settings import Settings, load_settings
 from tally.stack import services
 from tally.stack.process import free_ports
 from tally.stack.runner import STACK, log_file
+from tally.stack.secrets import with_secrets
 
 PORTS = ("redis_port", "postgres_port", "influx_port", "prometheus_port", "ingest_port",
          "exporter_port")
@@ -30,7 +31,8 @@ def ephemeral_stack(names: Iterable[str] | None = None) -> Iterator[Settings]:
     wanted = set(names) if names is not None else {entry.name for entry in STACK}
     with tempfile.TemporaryDirectory(prefix="tally-stack-") as tmp, ExitStack() as stack:
         os.chmod(tmp, 0o711)  # PostgreSQL, running as its own user, must enter it
-        settings = ephemeral_settings(Path(tmp) / "data")
+        # The same generated secrets as `tally up`: benchmarks measure the secured stack.
+        settings = with_secrets(ephemeral_settings(Path(tmp) / "data"))
         for entry in (e for e in STACK if e.name in wanted):
             service = entry.build(settings)
             if entry.before_start:

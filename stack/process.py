@@ -47,14 +47,20 @@ def tail(path: Path, lines: int = 20) -> str:
 
 def spawn(argv: list[str], log_path: Path, *, user: str | None = None,
           env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start argv in a new session, stdout and stderr appended to log_path."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    """Start argv in a new session, stdout and stderr appended to log_path.
+
+    The log (0600) and whatever the process creates (umask 077: Redis' AOF,
+    InfluxDB's files) are readable by their owner alone.
+    """
+    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as log:
         try:
             return subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, user=user, group=user, extra_groups=[] if user else None,
-                env=env,
+                env=env, umask=0o077,
             )
         except FileNotFoundError:
             raise ServiceError(

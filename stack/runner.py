@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tally.errors import ServiceError
-from tally.ingest.flusher.influx_setup import ensure_influx
-from tally.ingest.flusher.migrate import apply_migrations
+from tally.ingest.flusher.influx_setup import set_up_influx
+from tally.redact import redact
 from tally.settings import Settings
-from tally.stack import alertmanager, logtail, process, services
+from tally.stack import alertmanager, logtail, pg_roles, process, secrets, services
 from tally.stack.prometheus_yml import write_config
 from tally.stack.rundir import SUPERVISOR, forget, log_file, record, running_pid
 from tally.stack.supervisor import Supervisor
@@ -59,16 +59,18 @@ def _alertmanager(s: Settings) -> services.Service:
 
 STACK: tuple[Entry, ...] = (
     Entry("redis", lambda s: services.redis(s.redis_port, s.data_dir / "redis",
-                                            maxmemory=s.redis_maxmemory)),
-    Entry("postgres", lambda s: services.postgres(s.postgres_port, s.data_dir / "postgres"),
-          after_start=lambda s, svc: apply_migrations(svc.url)),
+                                            maxmemory=s.redis_maxmemory,
+                                            password=s.redis_password)),
+    Entry("postgres", lambda s: services.postgres(
+        s.postgres_port, s.data_dir / "postgres",
+        superuser_password=s.postgres_superuser_password), after_start=pg_roles.set_up),
     Entry("influxdb", lambda s: services.influx(s.influx_port, s.data_dir / "influxdb"),
-          after_start=lambda s, svc: ensure_influx(s.with_(influx_url=svc.url))),
+          after_start=lambda s, svc: set_up_influx(s.with_(influx_url=svc.url))),
     Entry("alertmanager", _alertmanager, before_start=alertmanager.write_config),
     Entry("prometheus", _prometheus, before_start=write_config),
     # Tally's own processes, started after the servers they use.
     Entry("ingest", lambda s: _tally(s, "ingest", ["serve"], s.ingest_port, "/healthz")),
-    Entry("flusher", lambda s: services.tally("flusher", ["flush"], s.redis_url,
+    Entry("flusher", lambda s: services.tally("flusher", ["flush"], redact(s.redis_url),
                                               lambda: True, child_env(s)), listens=False),
     Entry("exporter", lambda s: _tally(s, "exporter", ["exporter"], s.exporter_port, "/metrics")),
     Entry("statsd", lambda s: services.tally(
@@ -115,6 +117,7 @@ def run_stack(settings: Settings, demo: bool, on_ready: Callable[[], None] | Non
     prefixed by its name; in the background on_ready detaches from the caller.
     """
     settings = local_tokens(settings)
+    secrets.private_data_dir(settings.data_dir)
     chosen = entries(demo)
     # Each ends the stack in order (SIGHUP: the terminal closed), even when a shell
     # started us with SIGINT ignored.

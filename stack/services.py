@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 import requests
+from psycopg.conninfo import make_conninfo
 
 from tally.errors import ServiceError
 from tally.stack import process
@@ -90,29 +91,57 @@ def http_ok(url: str, status: int = 200) -> Callable[[], bool]:
     return lambda: requests.get(url, timeout=1).status_code == status
 
 
-def redis_ping(port: int) -> bool:
+def redis_ping(port: int, password: str = "") -> bool:
     """Tell whether a Redis server on port answers PING (not while still loading its AOF)."""
+    request = b"PING\r\n"
+    if password:
+        secret = password.encode()
+        request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret) + request
     with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(64).startswith(b"+PONG")
+        sock.sendall(request)
+        reply = b""
+        while reply.count(b"\r\n") < (2 if password else 1):
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+        return reply.endswith(b"+PONG\r\n")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600), whatever the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def redis(port: int, data_dir: Path, *, cluster_port: int | None = None,
-          maxmemory: str = "0") -> Service:
-    """Redis with an append-only file, optionally as a cluster node.
+          maxmemory: str = "0", password: str = "") -> Service:
+    """Redis with an append-only file, optionally as a cluster node, optionally with a password.
 
     Always `noeviction`: evicting a counting key would silently lose counts,
     while a refused write is an error the client sees and can retry.
-    `maxmemory` "0" means no limit (Redis' default).
+    `maxmemory` "0" means no limit (Redis' default). The password goes into
+    a 0600 config file, not argv, which every user can read through ps;
+    cluster nodes get it as masterauth too.
     """
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--appendonly", "yes", "--save", "", "--logfile", "",
+    auth_conf = data_dir / "auth.conf"
+    argv = ["redis-server", str(auth_conf), "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(data_dir), "--appendonly", "yes", "--save", "", "--logfile", "",
             "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"]
     if cluster_port:
         argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-port", str(cluster_port), "--cluster-node-timeout", "5000"]
+
+    def prepare() -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lines = [f'requirepass "{password}"', f'masterauth "{password}"'] if password else []
+        write_private(auth_conf, "".join(line + "\n" for line in lines))
+
     return Service("redis", tuple(argv), f"redis://127.0.0.1:{port}/0",
-                   lambda: redis_ping(port), lambda: data_dir.mkdir(parents=True, exist_ok=True))
+                   lambda: redis_ping(port, password), prepare)
 
 
 def pg_bin() -> Path:
@@ -131,26 +160,58 @@ def pg_user() -> str | None:
     return "postgres" if os.geteuid() == 0 else None
 
 
-def _initdb(data_dir: Path, log_path: Path) -> None:
-    """Create the cluster on the first start; its superuser is `tally`, trusted on loopback."""
+HBA = """\
+# Written by Tally: password (SCRAM) logins over loopback TCP only, nothing else.
+host all all 127.0.0.1/32 scram-sha-256
+"""
+
+
+def _initdb(data_dir: Path, log_path: Path, superuser_password: str) -> None:
+    """Create the cluster on the first start: superuser `tally`, SCRAM passwords on loopback."""
     user = pg_user()
     data_dir.mkdir(parents=True, exist_ok=True)
     if (data_dir / "PG_VERSION").exists():
+        _refuse_trust(data_dir)
         return
     if user:
         os.chown(data_dir, *_ids(user))
-        if subprocess.run(["test", "-w", str(data_dir)], user=user).returncode:
+        if subprocess.run(["test", "-w", str(data_dir)], user=user, group=user,
+                          extra_groups=[]).returncode:
             raise ServiceError(f"the {user} OS user cannot reach {data_dir}; give its parent "
                                "folders o+x or choose another TALLY_DATA_DIR")
     data_dir.chmod(0o700)
-    with open(log_path, "ab") as log:
-        done = subprocess.run(
-            [str(pg_bin() / "initdb"), "-D", str(data_dir), "-U", "tally", "--auth=trust",
-             "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"],
-            stdout=log, stderr=subprocess.STDOUT, user=user, group=user,
-            extra_groups=[] if user else None)
+    pwfile = data_dir.parent / "initdb.pw"  # 0600, gone when initdb is done
+    write_private(pwfile, superuser_password + "\n")
+    if user:
+        os.chown(pwfile, *_ids(user))
+    try:
+        with open(log_path, "ab") as log:
+            done = subprocess.run(
+                [str(pg_bin() / "initdb"), "-D", str(data_dir), "-U", "tally",
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                 "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"],
+                stdout=log, stderr=subprocess.STDOUT, user=user, group=user,
+                extra_groups=[] if user else None)
+    finally:
+        pwfile.unlink(missing_ok=True)
     if done.returncode:
         raise ServiceError(f"initdb failed; log {log_path}:\n{process.tail(log_path)}")
+    write_private(data_dir / "pg_hba.conf", HBA)
+    if user:
+        os.chown(data_dir / "pg_hba.conf", *_ids(user))
+
+
+def _refuse_trust(data_dir: Path) -> None:
+    """Stop at a cluster made by an older Tally: it trusts every loopback login."""
+    try:
+        hba = (data_dir / "pg_hba.conf").read_text()
+    except PermissionError:
+        return
+    if any(line.split()[-1:] == ["trust"] for line in hba.splitlines()
+           if line.strip() and not line.lstrip().startswith("#")):
+        raise ServiceError(f"the PostgreSQL data in {data_dir} was made without passwords "
+                           "(trust auth) by an older Tally; stop the stack and delete that "
+                           "folder to start afresh with password auth (docs/security.md)")
 
 
 def _ids(user: str) -> tuple[int, int]:
@@ -158,14 +219,25 @@ def _ids(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def pg_ready(port: int) -> bool:
-    """Tell whether PostgreSQL on port accepts connections."""
-    psycopg.connect(f"postgresql://tally@127.0.0.1:{port}/postgres", connect_timeout=1).close()
+def pg_superuser_dsn(port: int, password: str, dbname: str = "postgres") -> str:
+    """DSN of the local cluster's superuser `tally` (only the stack's own set-up uses it)."""
+    return make_conninfo(host="127.0.0.1", port=port, user="tally", password=password,
+                         dbname=dbname)
+
+
+def pg_ready(port: int, password: str) -> bool:
+    """Tell whether PostgreSQL on port accepts the superuser's login."""
+    psycopg.connect(pg_superuser_dsn(port, password), connect_timeout=1).close()
     return True
 
 
-def postgres(port: int, data_dir: Path, *, fast: bool = False) -> Service:
-    """PostgreSQL with TimescaleDB preloaded, TCP on loopback only; fast=True drops durability."""
+def postgres(port: int, data_dir: Path, *, superuser_password: str,
+             fast: bool = False) -> Service:
+    """PostgreSQL with TimescaleDB preloaded, TCP on loopback only; fast=True drops durability.
+
+    Every login needs a password (SCRAM): the superuser's comes from the
+    stack's secrets, the roles Tally uses are made by tally.stack.pg_roles.
+    """
     options = {"listen_addresses": "127.0.0.1", "unix_socket_directories": "",
                "shared_preload_libraries": "timescaledb",
                "timescaledb.telemetry_level": "off"}
@@ -175,8 +247,9 @@ def postgres(port: int, data_dir: Path, *, fast: bool = False) -> Service:
     for name, value in options.items():
         argv += ["-c", f"{name}={value}"]
     log_path = data_dir.parent / "postgres-initdb.log"
-    return Service("postgres", tuple(argv), f"postgresql://tally@127.0.0.1:{port}/tally",
-                   lambda: pg_ready(port), lambda: _initdb(data_dir, log_path),
+    return Service("postgres", tuple(argv), f"postgresql://tally_app@127.0.0.1:{port}/tally",
+                   lambda: pg_ready(port, superuser_password),
+                   lambda: _initdb(data_dir, log_path, superuser_password),
                    user=pg_user(), stop_signal=signal.SIGINT)  # SIGINT: "fast" shutdown
 
 
@@ -192,6 +265,8 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   bind-address = "127.0.0.1:{port}"
   log-enabled = false
+  auth-enabled = true
+  pprof-enabled = false
 [monitor]
   store-enabled = false
 [logging]
@@ -200,12 +275,15 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 
 def influx(port: int, data_dir: Path, *, rpc_port: int | None = None) -> Service:
-    """InfluxDB 1.x; its backup RPC port defaults to port + 2 (8088 beside 8086)."""
+    """InfluxDB 1.x with authentication on and /debug/pprof off; RPC port defaults to port + 2.
+
+    The first admin is created on the first start (influx_setup.ensure_admin).
+    """
     config = data_dir / "influxdb.conf"
 
     def prepare() -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        config.write_text(INFLUX_CONFIG.format(
+        write_private(config, INFLUX_CONFIG.format(
             dir=data_dir, port=port, rpc_port=rpc_port or port + 2))
 
     return Service("influxdb", ("influxd", "run", "-config", str(config)),

@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from urllib.parse import quote
 
 from tally.errors import ConfigError
 from tally.settings_rules import PREFIX, SINK_NAMES, check_values
@@ -126,6 +127,13 @@ class Settings:
     alert_group_wait: int = 30  # seconds a new group waits for more alerts before its first post
     alert_group_interval: int = 300  # seconds between posts about a group that changed
     alert_repeat_interval: int = 14400  # seconds before a still-firing group is posted again
+    # Credentials (docs/security.md). `tally up` generates them once into
+    # <data_dir>/tokens.env; the derived URLs above carry them.
+    redis_password: str = ""  # Redis requirepass
+    postgres_app_password: str = ""  # tally_app: what ingest, flusher and exporter log in as
+    postgres_owner_password: str = ""  # tally_owner: owns the schema, runs migrations
+    postgres_owner_dsn: str = ""  # migrations; from the port, else TALLY_POSTGRES_DSN if set
+    postgres_superuser_password: str = ""  # local stack only: creates the roles and database
 
     # Local stack supervisor (`tally up`, docs/stack.md): restarts crashed processes.
     supervisor_port: int = 9843  # its /metrics: restarts and up state per stack process
@@ -133,6 +141,9 @@ class Settings:
     def __post_init__(self) -> None:
         derived = {name: value for name, value in self._derivations().items()
                    if not getattr(self, name)}
+        if "postgres_dsn" not in derived and "postgres_owner_dsn" in derived:
+            # A DSN set by hand (compose, a managed server) migrates through itself.
+            derived["postgres_owner_dsn"] = self.postgres_dsn
         for name, value in derived.items():
             object.__setattr__(self, name, value)
         # Not a field: which URLs came from the ports, so with_() can derive them again.
@@ -141,9 +152,12 @@ class Settings:
 
     def _derivations(self) -> dict[str, str]:
         """The connection URLs a local stack on these ports has (used when a URL is unset)."""
+        pg = f"127.0.0.1:{self.postgres_port}/tally"
         return {
-            "redis_url": f"redis://127.0.0.1:{self.redis_port}/0",
-            "postgres_dsn": f"postgresql://tally@127.0.0.1:{self.postgres_port}/tally",
+            "redis_url": f"redis://{_login('', self.redis_password)}127.0.0.1:{self.redis_port}/0",
+            "postgres_dsn": f"postgresql://{_login('tally_app', self.postgres_app_password)}{pg}",
+            "postgres_owner_dsn": "postgresql://"
+                                  f"{_login('tally_owner', self.postgres_owner_password)}{pg}",
             "influx_url": f"http://127.0.0.1:{self.influx_port}",
         }
 
@@ -155,6 +169,13 @@ class Settings:
         """
         rederive = {name: "" for name in self._derived if name not in changes}
         return replace(self, **rederive, **changes)
+
+
+def _login(user: str, password: str) -> str:
+    """The user:password@ part of a URL, quoted; just user@ (or nothing) without a password."""
+    if not password:
+        return f"{user}@" if user else ""
+    return f"{quote(user, safe='')}:{quote(password, safe='')}@"
 
 
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,

@@ -27,6 +27,7 @@ def check_values(settings) -> None:
             f"{PREFIX}DEDUP_MODE must be 'exact' or 'bloom', not {settings.dedup_mode!r}")
     check_sinks(settings.sinks)
     check_ranges(settings)
+    check_secrets(settings)
 
 
 def check_sinks(sinks: tuple[str, ...]) -> None:
@@ -78,3 +79,18 @@ def check_ranges(settings) -> None:
         refuse("alert_webhook_url", "an http:// or https:// URL, or empty for the exporter's log")
 
 
+
+
+# Passwords that config files and tokens.env carry as is: Redis' auth.conf quotes them,
+# tokens.env holds one VARIABLE=value per line, InfluxQL quotes them in single quotes.
+SECRETS = ("redis_password", "postgres_app_password", "postgres_owner_password",
+           "postgres_superuser_password", "reader_password", "influx_password")
+UNSAFE_IN_SECRETS = re.compile(r"[\s\"'\\]")
+
+
+def check_secrets(settings) -> None:
+    """Refuse a password that could not be written safely where the local stack puts it."""
+    for name in SECRETS:
+        if UNSAFE_IN_SECRETS.search(getattr(settings, name)):
+            raise ConfigError(f"{PREFIX}{name.upper()} must not contain whitespace, quotes "
+                              "or backslashes")

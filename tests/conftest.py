@@ -6,6 +6,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fix_mode",
+    "tests.fix_secrets",
     "tests.fix_redis",
     "tests.fix_postgres",
     "tests.fix_influx",

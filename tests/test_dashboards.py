@@ -59,20 +59,22 @@ def _scrape(prometheus_server, targets: dict[str, list[str]], rules: tuple[str, 
 
 
 def _reset_stores(settings) -> None:
-    truncate_counts(settings.postgres_dsn)
+    truncate_counts(settings.postgres_owner_dsn)
     influx_query(settings, f'DROP DATABASE "{settings.influx_db}"')
     ensure_influx(settings)
 
 
 @pytest.fixture(scope="module")
-def stack(redis_url, postgres_dsn, influx_url, prometheus_server):
+def stack(redis_url, postgres_dsn, postgres_owner_dsn, postgres_reader_dsn, influx_url,
+          prometheus_server):
     """Ingest + exporter scraped by Prometheus; demo traffic posted; both sinks flushed.
 
     Module-scoped so the six-second demo runs once; it cleans the session
     servers itself (Redis, counts tables, InfluxDB, Prometheus targets).
     """
     settings = load_settings({}, redis_url=redis_url, postgres_dsn=postgres_dsn,
-                             influx_url=influx_url, write_tokens=(TOKEN,), series_history=False)
+                             postgres_owner_dsn=postgres_owner_dsn, influx_url=influx_url,
+                             write_tokens=(TOKEN,), series_history=False)
     app = create_app(settings)
     ingest, ingest_thread = _serve_ingest(app)
     client = redis.Redis.from_url(redis_url)
@@ -92,6 +94,7 @@ def stack(redis_url, postgres_dsn, influx_url, prometheus_server):
         loop.sink.close()
     time.sleep(3)  # two more scrapes and rule evaluations see the flusher's health
     yield {"prometheus": prom, "settings": settings, "summary": summary,
+           "reader_dsn": postgres_reader_dsn,
            "range": TimeRange(started - 3600, time.time() + 60)}
     # Drop the targets first: Prometheus then closes its keep-alive connections,
     # so no handler thread is left holding a socket when the servers stop.
@@ -124,9 +127,8 @@ def prom_data(base: str, target: dict, rng: TimeRange, variables: dict) -> list:
 
 
 def sql_rows(dsn: str, query: str) -> tuple[list[str], list]:
-    """Run SQL as the read-only dashboard role; (column names, rows)."""
+    """Run SQL logged in as the read-only dashboard role, as Grafana is; (column names, rows)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SET ROLE tally_reader")
         cur = conn.execute(query)
         return [c.name for c in cur.description], cur.fetchall()
 
@@ -180,7 +182,7 @@ RANGES = {"1m": 3600, "1h": 10 * 86400, "1d": 200 * 86400}
 
 @pytest.mark.parametrize("span", RANGES)
 def test_history_sql_panels_return_rows(stack, span):
-    dsn, end = stack["settings"].postgres_dsn, stack["range"].end
+    dsn, end = stack["reader_dsn"], stack["range"].end
     rng = TimeRange(end - RANGES[span], end)
     board = DASHBOARDS["tally-history"]
     var = {v["name"]: v for v in board["templating"]["list"]}

@@ -57,7 +57,7 @@ class Poster:
 def test_postgres_outage_fills_the_log_then_ingest_resumes_by_itself(
         own_servers, redis_client, redis_url, tmp_path):  # noqa: F811 - fixture
     pg, influx = own_servers
-    settings = make_settings(redis_url, pg.service.url, influx.service.url, shards=2,
+    settings = make_settings(redis_url, pg.url, influx.url, shards=2,
                              event_log_max=BOUND, influx_keys=("video:1",))
     ensure_influx(settings)
     config = CountingConfig.from_settings(settings)

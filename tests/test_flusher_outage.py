@@ -21,13 +21,12 @@ from tally.exporter.collector import TallyCollector
 from tally.ingest.counting.config import CountingConfig
 from tally.ingest.flusher import handoff, maintenance
 from tally.ingest.flusher.influx import InfluxSink
-from tally.ingest.flusher.influx_setup import ensure_influx
+from tally.ingest.flusher.influx_setup import ensure_influx, set_up_influx
 from tally.ingest.flusher.loop import SinkLoop
-from tally.ingest.flusher.migrate import apply_migrations
 from tally.ingest.flusher.sink import BucketRow
 from tally.ingest.flusher.sinks import build_sink
 from tally.ingest.flusher.timescale import TimescaleSink
-from tally.stack import process, services
+from tally.stack import pg_roles, process, services
 from tests.flusher_support import (
     assert_sinks_hold,
     expected,
@@ -47,8 +46,9 @@ KEYS = ["video:1", *[f"k{i}" for i in range(15)]]
 class Stoppable:
     """A server of our own that a test may stop and start again on the same port and data."""
 
-    def __init__(self, service, log: Path):
+    def __init__(self, service, log: Path, url: str = ""):
         self.service, self.log, self.proc = service, log, None
+        self.url = url or service.url  # with the credentials, where the server needs them
 
     def start(self) -> None:
         """Start and await the server."""
@@ -88,19 +88,25 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def own_servers():
-    """A private PostgreSQL and InfluxDB (the session ones must not go down)."""
+def own_servers(stack_secrets):
+    """A private PostgreSQL and InfluxDB (the session ones must not go down), auth on."""
     with tempfile.TemporaryDirectory(prefix="tally-outage-") as tmp:
         os.chmod(tmp, 0o711)
         pg_port, influx_port, rpc = process.free_ports(3)
-        pg = Stoppable(services.postgres(pg_port, Path(tmp) / "pg", fast=True),
-                       Path(tmp) / "pg.log")
-        influx = Stoppable(services.influx(influx_port, Path(tmp) / "influx", rpc_port=rpc),
-                           Path(tmp) / "influx.log")
+        secured = stack_secrets.with_(postgres_port=pg_port, influx_port=influx_port)
+        pg = Stoppable(services.postgres(
+            pg_port, Path(tmp) / "pg", fast=True,
+            superuser_password=secured.postgres_superuser_password),
+            Path(tmp) / "pg.log", secured.postgres_dsn)
+        influx_service = services.influx(influx_port, Path(tmp) / "influx", rpc_port=rpc)
+        login = f"{secured.influx_username}:{secured.influx_password}@"
+        influx = Stoppable(influx_service, Path(tmp) / "influx.log",
+                           influx_service.url.replace("http://", f"http://{login}", 1))
         pg.start()
         influx.start()
         try:
-            apply_migrations(pg.service.url)
+            pg_roles.set_up(secured)
+            set_up_influx(secured.with_(influx_url=influx_service.url))
             yield pg, influx
         finally:
             try:
@@ -118,7 +124,7 @@ def test_sink_outage_loses_nothing_and_shows_lag(down, own_servers, redis_client
                                                  request):
     """Stop one sink under load: the other keeps flowing, lag grows, after restart all is exact."""
     pg, influx = own_servers
-    settings = make_settings(redis_url, pg.service.url, influx.service.url,
+    settings = make_settings(redis_url, pg.url, influx.url,
                              influx_keys=("video:1",))
     ensure_influx(settings)
     config, rng, model = CountingConfig.from_settings(settings), random.Random(5), ReferenceModel()
@@ -188,7 +194,7 @@ def test_hung_postgres_holds_back_neither_influx_nor_the_lag_metric(own_servers,
                                                                     redis_url):
     """PostgreSQL SIGSTOPped 30 s under load: InfluxDB stays current, timescale lag rises."""
     pg, influx = own_servers
-    settings = make_settings(redis_url, pg.service.url, influx.service.url,
+    settings = make_settings(redis_url, pg.url, influx.url,
                              influx_keys=("video:1",))
     ensure_influx(settings)
     rng, model = random.Random(11), ReferenceModel()
@@ -233,7 +239,7 @@ def test_killed_flusher_shows_lag_of_its_in_flight_and_new_marks(own_servers, re
                                                                   redis_url):
     """kill -9 with marks in flight: the exporter's lag counts them, and keeps rising."""
     pg, influx = own_servers
-    settings = make_settings(redis_url, pg.service.url, influx.service.url)
+    settings = make_settings(redis_url, pg.url, influx.url)
     ensure_influx(settings)
     model, marked = ReferenceModel(), time.time() - 30
     ingest(redis_client, settings, model, stream(random.Random(2), marked, 20, KEYS), marked)
@@ -265,8 +271,8 @@ def _fails_within(write, seconds: float) -> str:
 def test_every_sink_call_gives_up_on_a_stopped_server(own_servers):
     """SIGSTOPped servers keep their sockets open; writes, connects and retention still end."""
     pg, influx = own_servers
-    timescale = TimescaleSink(pg.service.url, connect_timeout=2, write_timeout=1)
-    influx_sink = InfluxSink(influx.service.url, "tally", timeout=(2, 1))
+    timescale = TimescaleSink(pg.url, connect_timeout=2, write_timeout=1)
+    influx_sink = InfluxSink(influx.url, "tally", timeout=(2, 1))
     assert timescale.write([ROW]) == 1  # an open connection, then the server stops
     pg.pause()
     influx.pause()
@@ -274,7 +280,7 @@ def test_every_sink_call_gives_up_on_a_stopped_server(own_servers):
         assert "within 1 s" in _fails_within(lambda: timescale.write([ROW]), 4)
         _fails_within(lambda: timescale.write([ROW]), 5)  # a fresh connect: connect_timeout
         _fails_within(lambda: influx_sink.write([ROW]), 4)
-        _fails_within(lambda: maintenance.run_retention(pg.service.url, 2, 1), 5)
+        _fails_within(lambda: maintenance.run_retention(pg.url, 2, 1), 5)
     finally:
         pg.resume()
         influx.resume()

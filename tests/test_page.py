@@ -75,11 +75,11 @@ def flush_once(redis_url: str, dsn: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def base(redis_url, postgres_dsn, tmp_path_factory):
+def base(redis_url, postgres_dsn, postgres_owner_dsn, tmp_path_factory):
     """Base URL of a `tally serve` with demo traffic counted and flushed once."""
     client = redis.Redis.from_url(redis_url)
     client.flushall()
-    truncate_counts(postgres_dsn)
+    truncate_counts(postgres_owner_dsn)
     settings = {"sinks": "timescale", "postgres_dsn": postgres_dsn, "series_history": "true"}
     with gunicorn(redis_url, 2, tmp_path_factory.mktemp("page"), **settings) as (url, _):
         demo_traffic(url)
@@ -87,7 +87,7 @@ def base(redis_url, postgres_dsn, tmp_path_factory):
         yield url
     client.flushall()
     client.close()
-    truncate_counts(postgres_dsn)
+    truncate_counts(postgres_owner_dsn)
 
 
 def wait(browser, condition, seconds: float = 15):

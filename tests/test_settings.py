@@ -52,7 +52,8 @@ def test_unknown_file_setting_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(("port", "url", "value"), [
     ("redis_port", "redis_url", "redis://127.0.0.1:7000/0"),
-    ("postgres_port", "postgres_dsn", "postgresql://tally@127.0.0.1:7000/tally"),
+    ("postgres_port", "postgres_dsn", "postgresql://tally_app@127.0.0.1:7000/tally"),
+    ("postgres_port", "postgres_owner_dsn", "postgresql://tally_owner@127.0.0.1:7000/tally"),
     ("influx_port", "influx_url", "http://127.0.0.1:7000"),
 ])
 def test_with_recomputes_every_derived_url(port, url, value):

@@ -17,10 +17,11 @@ import redis
 import requests
 import yaml
 
-from tally.settings import PROJECT_ROOT, load_settings
+from tally.settings import PROJECT_ROOT, Settings, load_settings
 from tally.stack import process
 from tally.stack.prometheus_yml import stack_config
 from tally.stack.runner import STACK, running_pid
+from tally.stack.secrets import TOKENS_FILE, read_file
 
 
 def tally(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -61,10 +62,16 @@ def test_help_lists_subcommands():
         assert f"    {command} " in out
 
 
+def sourced(env: dict[str, str]) -> Settings:
+    """Settings as after `. .tally/tokens.env`: the stack's generated credentials included."""
+    data_dir = load_settings(env).data_dir
+    return load_settings(env | read_file(data_dir / TOKENS_FILE))
+
+
 def test_up_down_up_keeps_data_and_leaves_no_process(stack_env):
-    settings = load_settings(stack_env)
     started = tally(stack_env, "up", "--detach")
     assert started.returncode == 0
+    settings = sourced(stack_env)
     assert f"live page: http://127.0.0.1:{settings.ingest_port}/" in started.stdout
     with redis.Redis.from_url(settings.redis_url) as client:
         client.set("kept", "yes")
@@ -119,10 +126,9 @@ def wait_for(probe, timeout: float = 30.0):
 def test_readme_quickstart_counts_flushes_and_exports(stack_env):
     """The README's curl session: post twice with one id, read back, see the flushed row."""
     env = dict(stack_env, TALLY_FLUSH_INTERVAL="1")
-    settings = load_settings(env)
     assert tally(env, "up", "--detach").returncode == 0
-    tokens = dict(line.split("=", 1) for line in
-                  (settings.data_dir / "tokens.env").read_text().split())
+    settings = sourced(env)
+    tokens = read_file(settings.data_dir / TOKENS_FILE)
     base = f"http://127.0.0.1:{settings.ingest_port}"
     event = {"counter": "views", "key": "video:42", "id": "evt-1", "user": "u-1"}
     posted = requests.post(f"{base}/v1/events", json=[event, event], timeout=10, headers={

@@ -134,11 +134,11 @@ def test_the_installed_package_is_the_one_imported(venv, outside):
 
 
 @pytest.fixture
-def fresh_dsn(postgres_dsn, tmp_path):
-    """DSN of a database that does not exist yet on the session server; dropped after."""
+def fresh_dsn(postgres_superuser_dsn, tmp_path):
+    """Superuser DSN (as compose's) of a database that does not exist yet; dropped after."""
     name = f"wheel_{os.getpid()}_{tmp_path.name}".lower().replace("-", "_")[:60]
-    yield make_conninfo(postgres_dsn, dbname=name)
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+    yield make_conninfo(postgres_superuser_dsn, dbname=name)
+    with psycopg.connect(postgres_superuser_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
 

@@ -23,6 +23,7 @@ from tally.errors import SinkError
 from tally.ingest.flusher import lineprotocol
 from tally.ingest.flusher.influx_setup import auth_options
 from tally.ingest.flusher.sink import BucketRow
+from tally.redact import redact
 from tally.resolutions import TABLE
 
 RETENTION = {r.code: r.retention_policy for r in TABLE}  # resolution code -> retention policy
@@ -131,7 +132,8 @@ class InfluxSink:
                 f"{self.url}/write", params={"db": self.db, "rp": rp, "precision": "s"},
                 data=data, headers=headers, timeout=self.timeout, **self.auth)
         except requests.RequestException as exc:
-            raise SinkError(f"InfluxDB at {self.url} did not answer: {exc}") from exc
+            raise SinkError(f"InfluxDB at {redact(self.url)} did not answer: "
+                            f"{redact(str(exc))}") from exc
         if response.status_code != 204:
             raise SinkError(f"InfluxDB refused a write to rp {rp}: "
                             f"{response.status_code} {response.text.strip()}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import requests
 
 from tally.errors import ServiceError
+from tally.redact import redact
 from tally.resolutions import TABLE
 from tally.settings import Settings
 
@@ -30,11 +31,34 @@ def influx_query(settings: Settings, q: str, *, db: str = "") -> list[dict]:
                                  **auth_options(settings))
         body = response.json()
     except (requests.RequestException, ValueError) as exc:
-        raise ServiceError(f"InfluxDB at {settings.influx_url} did not answer: {exc}") from None
+        raise ServiceError(f"InfluxDB at {redact(settings.influx_url)} did not answer: "
+                           f"{redact(str(exc))}") from None
     errors = [r["error"] for r in body.get("results", []) if "error" in r]
     if "error" in body or errors or response.status_code >= 400:
         raise ServiceError(f"InfluxDB refused {q!r}: {body.get('error') or errors}")
     return body["results"]
+
+
+def ensure_admin(settings: Settings) -> None:
+    """Make the configured user InfluxDB's admin on a server that has no users yet.
+
+    With auth-enabled, InfluxDB 1.x answers one statement without credentials
+    while it has no admin: the creation of the first admin. Once one exists,
+    the configured credentials must work (checked with SHOW USERS), else the
+    error names the server's refusal.
+    """
+    if not settings.influx_username:
+        return
+    password = settings.influx_password.replace("\\", "\\\\").replace("'", "\\'")
+    create = (f'CREATE USER "{settings.influx_username}" WITH PASSWORD \'{password}\' '
+              "WITH ALL PRIVILEGES")
+    try:
+        response = requests.post(f"{settings.influx_url}/query", data={"q": create}, timeout=10)
+    except requests.RequestException as exc:
+        raise ServiceError(f"InfluxDB at {redact(settings.influx_url)} did not answer: "
+                           f"{redact(str(exc))}") from None
+    if response.status_code != 200 or "error" in response.text:
+        influx_query(settings, "SHOW USERS")
 
 
 def _existing(settings: Settings, db: str) -> dict[str, tuple[str, bool]]:
@@ -64,3 +88,9 @@ def ensure_influx(settings: Settings) -> None:
             " DEFAULT" if r.default_policy else "")
         influx_query(settings, f'{verb} RETENTION POLICY "{name}" ON "{db}" {spec}')
 
+
+
+def set_up_influx(settings: Settings) -> None:
+    """What the local stack does once InfluxDB answers: its admin, then the database."""
+    ensure_admin(settings)
+    ensure_influx(settings)

@@ -49,8 +49,8 @@ def run_retention(dsn: str, connect_timeout: float = 5.0, timeout: float = 30.0,
             if license_name(conn) != "timescale":  # else add_retention_policy jobs (0003)
                 conn.execute("CALL tally_drop_expired_chunks()")
             if events_days is not None:
-                conn.execute("SELECT drop_chunks(%s::regclass, "
-                             "older_than => make_interval(days => %s))", [EVENTS, events_days])
+                # As the table's owner (0007_roles.sql): drop_chunks needs ownership.
+                conn.execute("SELECT tally_drop_event_chunks(%s)", [events_days])
             return sorted(before - chunks(conn))
     except psycopg.Error as exc:
         raise SinkError(f"TimescaleDB retention run failed: {exc}") from exc

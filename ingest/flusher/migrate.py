@@ -1,5 +1,8 @@
 """Apply the numbered SQL files in timescale/ that a database has not seen yet.
 
+Migrations run as the schema's owner (TALLY_POSTGRES_OWNER_DSN; tally_owner in
+the local stack), never as the application role, which may not change the schema.
+
 The files are package data of `tally.timescale`, read through importlib.resources,
 so an installed wheel finds them wherever it is installed.
 
@@ -21,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tally.errors import ServiceError
 from tally.ingest.flusher.influx_setup import ensure_influx
+from tally.redact import redact
 from tally.settings import Settings
 
 MIGRATIONS_PACKAGE = "tally.timescale"
@@ -51,8 +55,19 @@ def applied(conn: psycopg.Connection) -> set[int]:
     return {row[0] for row in conn.execute("SELECT version FROM tally_migrations")}
 
 
-def apply_migrations(dsn: str, reader_password: str = "") -> list[str]:
-    """Create the database if needed, apply missing migrations, return the names applied."""
+def _manages_roles(conn: psycopg.Connection) -> bool:
+    """Tell whether the migrating role may set passwords (compose's superuser may; the
+    local stack's tally_owner may not, its roles are set up before, by tally.stack.pg_roles)."""
+    return conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles "
+                        "WHERE rolname = current_user").fetchone()[0]
+
+
+def apply_migrations(dsn: str, reader_password: str = "", app_password: str = "") -> list[str]:
+    """Create the database if needed, apply missing migrations, return the names applied.
+
+    Run by a role that manages roles (compose's superuser), it also gives
+    tally_reader and tally_app a login with the passwords given.
+    """
     ensure_database(dsn)
     names = []
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -66,9 +81,10 @@ def apply_migrations(dsn: str, reader_password: str = "") -> list[str]:
                 conn.execute("INSERT INTO tally_migrations (version, name) VALUES (%s, %s)",
                              [version, path.name])
             names.append(path.name)
-        if reader_password:
-            conn.execute(sql.SQL("ALTER ROLE tally_reader LOGIN PASSWORD {}").format(
-                sql.Literal(reader_password)))
+        for role, password in (("tally_reader", reader_password), ("tally_app", app_password)):
+            if password and _manages_roles(conn):
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)))
         conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_ID])
     return names
 
@@ -77,9 +93,11 @@ def main(args, settings: Settings) -> int:
     """`tally migrate`: bring each configured sink's schema up to date, and say what changed."""
     if "timescale" in settings.sinks or settings.event_log:  # the archiver writes `events`
         try:
-            names = apply_migrations(settings.postgres_dsn, settings.reader_password)
+            names = apply_migrations(settings.postgres_owner_dsn, settings.reader_password,
+                                     settings.postgres_app_password)
         except psycopg.Error as exc:
-            raise ServiceError(f"cannot migrate {settings.postgres_dsn}: {exc}") from None
+            raise ServiceError(f"cannot migrate {redact(settings.postgres_owner_dsn)}: "
+                               f"{redact(str(exc))}") from None
         print("timescaledb: " + ("applied " + ", ".join(names) if names else "up to date"))
     if "influx" in settings.sinks:
         ensure_influx(settings)
