@@ -24,6 +24,14 @@ COMMANDS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
            ]),
     "down": ("tally.stack.runner:down", "stop a stack started by `tally up`", []),
     "status": ("tally.stack.runner:status", "show which stack processes run, and where", []),
+    "logs": ("tally.stack.runner:logs", "print the stack's logs, each line prefixed by its "
+             "process (or one process's log)", [
+                 (("name",), {"nargs": "?", "metavar": "NAME",
+                              "help": "one process (redis, ingest, supervisor, ...)"}),
+                 (("-f", "--follow"), {"action": "store_true", "help": "keep printing new lines"}),
+                 (("-n", "--lines"), {"type": int, "default": 100,
+                                      "help": "lines of each log to print first (default 100)"}),
+             ]),
     "migrate": ("tally.ingest.flusher.migrate:main", "apply missing TimescaleDB migrations", []),
     "serve": ("tally.ingest.serve:main", "run the ingest HTTP API under gunicorn", [
         (("--workers",), {"type": int, "default": None, "help": "gunicorn workers"}),

@@ -3,9 +3,10 @@
 Every Prometheus configuration Tally uses comes from one function,
 tally.stack.services.prometheus_config (scrape jobs and rule files in, the
 config out): the test fixtures call it with their own targets, and this
-module with Tally's three jobs. `tally up` writes its copy into the data folder
-at each start (loopback, the configured ports, the rule path made absolute
-because the copy does not sit beside prometheus/rules/). Compose mounts a
+module with Tally's three jobs (locally a fourth, the supervisor's). `tally
+up` writes its copy into the data folder at each start (loopback, the
+configured ports, the rule path made absolute because the copy does not sit
+beside prometheus/rules/). Compose mounts a
 static file, so prometheus/prometheus.compose.yml and prometheus.yml (the
 local stack at the default settings) are committed output:
 `python -m tally.stack.prometheus_yml` rewrites them, and
@@ -43,10 +44,15 @@ def tally_jobs(settings: Settings, exporter_host: str, ingest_host: str,
             "tally-statsd": [f"{statsd_host}:{settings.statsd_metrics_port}"]}
 
 
+def supervisor_job(settings: Settings) -> dict[str, list[str]]:
+    """The local stack's supervisor (restarts per process); compose has none, Docker restarts."""
+    return {"tally-stack": [f"127.0.0.1:{settings.supervisor_port}"]}
+
+
 def render(settings: Settings, hosts: tuple[str, str, str], rules: str,
-           alertmanager_host: str) -> str:
+           alertmanager_host: str, local: bool = False) -> str:
     """The config text scraping Tally's processes on `hosts`, loading `rules`, alerting there."""
-    jobs = tally_jobs(settings, *hosts)
+    jobs = tally_jobs(settings, *hosts) | (supervisor_job(settings) if local else {})
     alertmanagers = (f"{alertmanager_host}:{settings.alertmanager_port}",)
     return HEADER + services.prometheus_config(jobs, SCRAPE_INTERVAL, (rules,),
                                                alertmanagers) + "\n"
@@ -55,12 +61,13 @@ def render(settings: Settings, hosts: tuple[str, str, str], rules: str,
 def stack_config(settings: Settings) -> str:
     """The local stack's config: loopback, the configured ports, the rules by absolute path."""
     return render(settings, COMMITTED["prometheus.yml"], str(PROMETHEUS_DIR / RULES),
-                  ALERTMANAGER_HOSTS["prometheus.yml"])
+                  ALERTMANAGER_HOSTS["prometheus.yml"], local=True)
 
 
 def committed_config(name: str) -> str:
     """What prometheus/<name> must contain: Tally's default ports, the rules by relative path."""
-    return render(Settings(), COMMITTED[name], RULES, ALERTMANAGER_HOSTS[name])
+    return render(Settings(), COMMITTED[name], RULES, ALERTMANAGER_HOSTS[name],
+                  local=name == "prometheus.yml")
 
 
 def write_config(settings: Settings) -> Path:

@@ -135,6 +135,9 @@ class Settings:
     postgres_owner_dsn: str = ""  # migrations; from the port, else TALLY_POSTGRES_DSN if set
     postgres_superuser_password: str = ""  # local stack only: creates the roles and database
 
+    # Local stack supervisor (`tally up`, docs/stack.md): restarts crashed processes.
+    supervisor_port: int = 9843  # its /metrics: restarts and up state per stack process
+
     def __post_init__(self) -> None:
         derived = {name: value for name, value in self._derivations().items()
                    if not getattr(self, name)}

@@ -248,7 +248,8 @@ def up_stack():
     """A `tally up --detach` stack on free ports in a temporary folder; (env, data_dir)."""
     root = Path(tempfile.mkdtemp(prefix="tally-secure-"))
     root.chmod(0o711)  # PostgreSQL runs as the postgres user and must enter the folder
-    names = ("REDIS", "POSTGRES", "PROMETHEUS", "INGEST", "EXPORTER", "STATSD", "STATSD_METRICS")
+    names = ("REDIS", "POSTGRES", "PROMETHEUS", "ALERTMANAGER", "INGEST", "EXPORTER", "STATSD",
+             "STATSD_METRICS", "SUPERVISOR")
     ports = process.free_ports(len(names) + 1)
     env = dict(os.environ, TALLY_DATA_DIR=str(root / "data"), TALLY_INFLUX_PORT=str(ports[-1]),
                **{f"TALLY_{name}_PORT": str(p) for name, p in zip(names, ports, strict=False)})
@@ -304,7 +305,14 @@ def test_stack_processes_count_and_flush_with_their_credentials(up_stack):
     argv = ["psql", "-h", "127.0.0.1", "-p", env["TALLY_POSTGRES_PORT"], "-U", "tally_app",
             "tally", "-Atc", "SELECT current_user, sum(value) FROM counts_1m"]
     with_password = dict(sourced, PGPASSWORD=sourced["TALLY_POSTGRES_APP_PASSWORD"])
-    done = subprocess.run(argv, env=with_password, capture_output=True, text=True, timeout=30)
+
+    def psql():
+        return subprocess.run(argv, env=with_password, capture_output=True, text=True,
+                              timeout=30)
+
+    # The flusher writes the sinks one after the other: TimescaleDB may follow InfluxDB.
+    wait_until(lambda: psql().stdout == "tally_app|1\n", 30)
+    done = psql()
     assert done.stdout == "tally_app|1\n", done.stderr
     refused = subprocess.run(argv + ["-w"], env=sourced, capture_output=True, text=True,
                              timeout=30)

@@ -45,7 +45,7 @@ def stack_env():
     data = Path(tempfile.mkdtemp(prefix="tally-stack-"))
     data.chmod(0o711)  # PostgreSQL runs as the postgres user and must enter the folder
     names = ("REDIS", "POSTGRES", "PROMETHEUS", "ALERTMANAGER", "INGEST", "EXPORTER", "STATSD",
-             "STATSD_METRICS")
+             "STATSD_METRICS", "SUPERVISOR")
     ports = {f"TALLY_{name}_PORT": str(port)
              for name, port in zip(names, process.free_ports(len(names)), strict=True)}
     env = dict(os.environ, **ports, TALLY_DATA_DIR=str(data / "data"),
@@ -77,7 +77,8 @@ def test_up_down_up_keeps_data_and_leaves_no_process(stack_env):
         client.set("kept", "yes")
     with psycopg.connect(settings.postgres_dsn) as conn:
         conn.execute("INSERT INTO counts_1d VALUES ('2026-11-28Z', 'views', 'a', 7, NULL)")
-    pids = [running_pid(settings, entry.name) for entry in STACK]
+    pids = [running_pid(settings, name) for name in ("supervisor", *(e.name for e in STACK))]
+    assert all(pids)
     assert "already running" in tally(stack_env, "up", "--detach").stdout
     assert tally(stack_env, "status").returncode == 0
 
@@ -109,7 +110,8 @@ def test_prometheus_config_gets_configured_ports_and_absolute_rule_paths():
     assert [(job["job_name"], job["static_configs"]) for job in config["scrape_configs"]] == [
         ("tally-exporter", [{"targets": ["127.0.0.1:19841"]}]),
         ("tally-ingest", [{"targets": ["127.0.0.1:18080"]}]),
-        ("tally-statsd", [{"targets": ["127.0.0.1:9842"]}])]
+        ("tally-statsd", [{"targets": ["127.0.0.1:9842"]}]),
+        ("tally-stack", [{"targets": ["127.0.0.1:9843"]}])]
 
 
 def wait_for(probe, timeout: float = 30.0):
