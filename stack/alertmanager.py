@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from tally.settings import PROJECT_ROOT, Settings
+from tally.stack import rundir
 
 COMMITTED = PROJECT_ROOT / "prometheus" / "alertmanager.yml"
 COMPOSE_EXPORTER_HOST = "tally-exporter"  # the exporter's compose service name
@@ -67,10 +68,7 @@ def committed_config() -> str:
 
 def write_config(settings: Settings) -> Path:
     """Write the local stack's config into the data folder and return its path."""
-    target = settings.data_dir / "alertmanager.yml"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(stack_config(settings))
-    return target
+    return rundir.write_generated(settings, "alertmanager.yml", stack_config(settings))
 
 
 def write_committed() -> None:

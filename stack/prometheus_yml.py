@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tally.settings import PROJECT_ROOT, Settings
-from tally.stack import alertmanager, services
+from tally.stack import alertmanager, rundir, services
 
 PROMETHEUS_DIR = PROJECT_ROOT / "prometheus"
 RULES = "rules/*.yml"  # Prometheus resolves it from the config file's folder
@@ -72,10 +72,7 @@ def committed_config(name: str) -> str:
 
 def write_config(settings: Settings) -> Path:
     """Write the local stack's config into the data folder and return its path."""
-    target = settings.data_dir / "prometheus.yml"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(stack_config(settings))
-    return target
+    return rundir.write_generated(settings, "prometheus.yml", stack_config(settings))
 
 
 def main() -> None:

@@ -48,3 +48,11 @@ def record(settings: Settings, name: str, pid: int) -> None:
 def forget(settings: Settings, name: str) -> None:
     """Remove the pid file of a process that has stopped."""
     pid_file(settings, name).unlink(missing_ok=True)
+
+
+def write_generated(settings: Settings, name: str, text: str) -> Path:
+    """Write a config the stack generates at each start (prometheus.yml, alertmanager.yml)."""
+    target = settings.data_dir / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target

@@ -41,6 +41,16 @@ def scrape(url: str) -> str:
     return response.text
 
 
+def scrape_served(server, thread: threading.Thread) -> str:
+    """Scrape a server that serve()/serve_metrics() started on a free port, then stop it."""
+    try:
+        return scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def assert_clean(text: str, expected_family: str) -> None:
     """promtool exits 0 and prints no problem line; the scrape is not trivially empty."""
     assert f"# TYPE {expected_family} " in text, text[:2000]
@@ -53,13 +63,7 @@ def test_exporter_scrape_passes_promtool(redis_client):
     load_demo(redis_client)
     registry = CollectorRegistry()
     registry.register(TallyCollector(redis_client, CONFIG, top_n=2, clock=lambda: SCRAPED_AT))
-    server, thread = serve(registry, "127.0.0.1", 0)
-    try:
-        text = scrape(f"http://127.0.0.1:{server.server_port}/metrics")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    text = scrape_served(*serve(registry, "127.0.0.1", 0))
     assert 'tally_top_key_events{counter="views",key="video:2",window="day"} 6.0' in text
     assert_clean(text, "tally_top_key_events")
 
@@ -105,12 +109,6 @@ def test_statsd_listener_scrape_passes_promtool(redis_url, redis_client):
         send_udp(udp, b"app.signups:1|c", b"app.load:3|g", b"not a sample")
         wait_until(lambda: sum(listener.stats.samples.values()) >= 1
                    and sum(listener.stats.malformed.values()) >= 1)
-        server, thread = serve_metrics(listener, "127.0.0.1", 0)
-        try:
-            text = scrape(f"http://127.0.0.1:{server.server_port}/metrics")
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+        text = scrape_served(*serve_metrics(listener, "127.0.0.1", 0))
     assert 'tally_statsd_samples_total{type="c"} 1.0' in text
     assert_clean(text, "tally_statsd_samples_total")
