@@ -55,7 +55,7 @@ def bulk_totals(counter: str, names: list[str]) -> dict:
 @bp.get("/v1/counters/<counter>/series")
 @scope(READ)
 def counter_series(counter: str):
-    """Points of one key over a range: Redis and TimescaleDB merged, never summed."""
+    """Points of one key over a range: sealed days from the batch layer, the rest merged."""
     params.counter(counter)
     key = params.text_arg("key")
     query = series.query_from_args(counter, key, time.time())
@@ -66,8 +66,8 @@ def counter_series(counter: str):
         "from": params.rfc3339(query.first * query.seconds),
         "to": params.rfc3339((query.last + 1) * query.seconds),
         "history": found.history,
-        "points": [{"ts": ts, "time": params.rfc3339(ts), "value": value}
-                   for ts, value in found.points],
+        "points": [{"ts": p.ts, "time": params.rfc3339(p.ts), "value": p.value,
+                    "uniques": p.uniques, "sealed": p.sealed} for p in found.points],
     }
 
 
@@ -80,11 +80,17 @@ def counter_top(counter: str):
     window = params.choice_arg("window", "day", ("day", "all"))
     if window == "all" and "date" in request.args:
         raise params.invalid("date", "applies only to window=day")
-    day = params.day_arg("date", int(time.time()) // DAY) if window == "day" else None
+    now = time.time()
+    day = params.day_arg("date", int(now) // DAY) if window == "day" else None
     res = resources()
-    rows = reads.top(res.client, res.config, counter, k, day)
+    # A day can be sealed only once it has ended; only then is the database asked.
+    rows = (series.history().sealed_top(counter, day, k)
+            if day is not None and (day + 1) * DAY <= now else None)
+    sealed = rows is not None
+    if rows is None:
+        rows = reads.top(res.client, res.config, counter, k, day)
     return {
         "counter": counter, "window": window,
-        "date": None if day is None else params.rfc3339(day * DAY)[:10],
+        "date": None if day is None else params.rfc3339(day * DAY)[:10], "sealed": sealed,
         "top": [{"rank": i, "key": key, "count": count} for i, (key, count) in enumerate(rows, 1)],
     }

@@ -139,11 +139,13 @@ def _schemas() -> dict:
                       step={"enum": ["1m", "1h", "1d"]}, history={
                           "enum": ["timescale", "unavailable", "disabled"]},
                       points={"type": "array", "items": obj(
-                          ["ts", "time", "value"], ts={"type": "integer"},
-                          time={"type": "string"}, value={"type": "integer"})},
+                          ["ts", "time", "value", "uniques", "sealed"], ts={"type": "integer"},
+                          time={"type": "string"}, value={"type": "integer"},
+                          uniques={"type": "integer"}, sealed={"type": "boolean"})},
                       **{"from": {"type": "string"}, "to": {"type": "string"}}),
-        "Top": obj(["counter", "window", "date", "top"], counter={"type": "string"},
+        "Top": obj(["counter", "window", "date", "sealed", "top"], counter={"type": "string"},
                    window={"enum": ["day", "all"]}, date={"type": ["string", "null"]},
+                   sealed={"type": "boolean"},
                    top={"type": "array", "items": obj(
                        ["rank", "key", "count"], rank={"type": "integer"},
                        key={"type": "string"}, count={"type": "integer"})}),

@@ -1,27 +1,32 @@
-"""Time series of one key: Redis buckets merged with TimescaleDB history.
+"""Time series of one key: the serving layer's merge of Redis and TimescaleDB, bucket by bucket.
 
-Redis holds the absolute value of every recent bucket and the flusher copies
-absolute values to TimescaleDB, so a bucket found in both places is the same
-count seen at two moments: the merge takes the larger, never the sum. Older
-buckets (expired from Redis) come from the database alone; without a
-database (not configured, disabled, or down) the answer comes from Redis
-alone and says so in `history`.
+Each bucket is answered by exactly one rule, chosen by the UTC day it lies in
+(a minute, hour or day bucket never straddles two days):
+
+- sealed day (a row in sealed_days): the database row alone, the batch
+  layer's exact value and distinct users rebuilt from the event log (0 when
+  there is no row); Redis is not read for it.
+- any other day: the larger of Redis and the database. Redis holds the
+  absolute value of every recent bucket and the flusher copies absolute
+  values, so a bucket found in both is the same count seen at two moments:
+  the larger, never the sum. Buckets Redis has expired come from the
+  database alone.
+
+Without a database (not configured, disabled, or down) every bucket comes
+from Redis and `history` says so; no bucket is then marked sealed.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-import time
 from dataclasses import dataclass
 
-import psycopg
 from flask import Flask, current_app
-from psycopg import sql
 
 from tally.events import parse_timestamp
 from tally.ingest.api import params
+from tally.ingest.api.history import History, Stored
 from tally.ingest.api.problems import bad_request
 from tally.ingest.counting import reads
 from tally.resolutions import BY_CODE, BY_STEP, DAY, HOUR, TABLE, Resolution
@@ -30,13 +35,11 @@ from tally.settings import Settings
 # At most a week of minutes per request, counted as users count it: from `to - from`,
 # so an unaligned week (which touches 10,081 buckets) is one request too.
 MAX_STEPS = 10_080
-RETRY_AFTER_FAILURE = 10.0  # seconds without database attempts after one fails
 # Range answered when `from` is missing, per resolution: an hour of minutes,
 # a day of hours, 30 days of days.
 DEFAULT_SPAN = {"m": HOUR, "h": DAY, "d": 30 * DAY}
 STEPS = tuple(r.step for r in TABLE)  # "1m", "1h", "1d"
 MAX_EPOCH = 253_402_214_400  # 9999-12-31T00:00:00Z: every bucket of a range ends by year 9999
-log = logging.getLogger("tally.ingest")
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,6 @@ class Query:
     def seconds(self) -> int:
         """Length of one bucket."""
         return self.resolution.seconds
-
-
-@dataclass(frozen=True)
-class Found:
-    """Merged points (bucket start epoch, value) and where history came from."""
-
-    history: str  # "timescale" | "unavailable" | "disabled"
-    points: list[tuple[int, int]]
 
 
 def _time_arg(name: str, default: float) -> float:
@@ -104,51 +99,46 @@ def query_from_args(counter: str, key: str, now: float) -> Query:
     return Query(counter, key, step, first, last)
 
 
-class History:
-    """TimescaleDB reads for series, skipped for a while after a failure."""
+@dataclass(frozen=True)
+class Point:
+    """One bucket of the answer and the rule that gave it."""
 
-    def __init__(self, dsn: str, enabled: bool):
-        self.dsn, self.enabled = dsn, enabled
-        self._down_until = 0.0
-
-    def fetch(self, query: Query) -> tuple[str, dict[int, int]]:
-        """(status, {bucket index: value}) for the query's range."""
-        if not (self.enabled and self.dsn):
-            return "disabled", {}
-        if time.monotonic() < self._down_until:
-            return "unavailable", {}
-        try:
-            return "timescale", self._rows(query)
-        except psycopg.Error as exc:
-            log.warning("series history unavailable, answering from Redis alone: %s", exc)
-            self._down_until = time.monotonic() + RETRY_AFTER_FAILURE
-            return "unavailable", {}
-
-    def _rows(self, query: Query) -> dict[int, int]:
-        statement = sql.SQL(
-            "SELECT extract(epoch FROM bucket)::bigint, value FROM {} WHERE counter = %s "
-            "AND key = %s AND bucket >= to_timestamp(%s) AND bucket < to_timestamp(%s)"
-        ).format(sql.Identifier(query.resolution.table))
-        bounds = (query.first * query.seconds, (query.last + 1) * query.seconds)
-        with psycopg.connect(self.dsn, connect_timeout=2, autocommit=True,
-                             options="-c statement_timeout=5000") as conn:
-            rows = conn.execute(statement, (query.counter, query.key, *bounds)).fetchall()
-        return {epoch // query.seconds: int(value) for epoch, value in rows}
+    ts: int  # bucket start, epoch seconds
+    value: int
+    uniques: int
+    sealed: bool  # from the batch layer alone (its day is sealed)
 
 
-def merge(live: dict[int, int], stored: dict[int, int]) -> dict[int, int]:
-    """Per bucket, the larger of the Redis and database values (both are absolute)."""
-    return {index: max(value, stored.get(index, 0)) for index, value in live.items()}
+@dataclass(frozen=True)
+class Found:
+    """Merged points and where history came from."""
+
+    history: str  # "timescale" | "unavailable" | "disabled"
+    points: list[Point]
+
+
+def merge(query: Query, stored: Stored, live: dict[int, int],
+          live_uniques: dict[int, int]) -> list[Point]:
+    """One point per bucket: sealed from the database, the rest the larger of both."""
+    points = []
+    for index in range(query.first, query.last + 1):
+        value, uniques = stored.rows.get(index, (0, 0))
+        sealed = stored.sealed(query.resolution, index)
+        if not sealed:
+            value, uniques = max(value, live[index]), max(uniques, live_uniques[index])
+        points.append(Point(index * query.seconds, value, uniques, sealed))
+    return points
 
 
 def read(client, config, history: History, query: Query) -> Found:
-    """The merged series for a query."""
-    indexes = range(query.first, query.last + 1)
-    live = reads.bucket_values(client, config, query.counter, query.key,
-                               query.resolution.code, indexes)
-    status, stored = history.fetch(query)
-    merged = merge(live, stored)
-    return Found(status, [(index * query.seconds, merged[index]) for index in indexes])
+    """The merged series for a query: the database first, then Redis for unsealed buckets."""
+    code = query.resolution.code
+    stored = history.fetch(code, query.counter, query.key, query.first, query.last)
+    unsealed = [i for i in range(query.first, query.last + 1)
+                if not stored.sealed(query.resolution, i)]
+    live = reads.bucket_values(client, config, query.counter, query.key, code, unsealed)
+    live_uniques = reads.bucket_uniques(client, config, query.counter, query.key, code, unsealed)
+    return Found(stored.status, merge(query, stored, live, live_uniques))
 
 
 def history() -> History:

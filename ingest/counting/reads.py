@@ -73,22 +73,40 @@ def unique_views(client, config: CountingConfig, counter: str, key: str,
 
 def pfcount_across_slots(client, names: list[str]) -> int:
     """PFCOUNT of HyperLogLogs in different cluster slots (copied under one temporary tag)."""
+    return pfcounts_across_slots(client, [names])[0]
+
+
+def pfcounts_across_slots(client, groups: Sequence[Sequence[str]]) -> list[int]:
+    """PFCOUNT of each group of HyperLogLogs spread over cluster slots, in four pipelines.
+
+    Each group's blobs are copied under a temporary tag of its own (MGET and
+    PFCOUNT cannot span slots), counted, then deleted.
+    """
     pipe = client.pipeline(transaction=False)
-    for name in names:  # MGET cannot span slots
+    for name in (name for group in groups for name in group):
         pipe.get(name)
-    raw = [blob for blob in pipe.execute() if blob]
-    if not raw:
-        return 0
-    temp_tag = f"{{tmp:{uuid.uuid4().hex}}}"
-    temp = [f"{temp_tag}:{i}" for i in range(len(raw))]
+    blobs = iter(pipe.execute())
+    temps: list[list[str]] = []
     pipe = client.pipeline(transaction=False)
-    for name, blob in zip(temp, raw, strict=True):
-        pipe.set(name, blob, px=10_000)
+    for group in groups:
+        tag, names = f"{{tmp:{uuid.uuid4().hex}}}", []
+        for blob in (next(blobs) for _ in group):
+            if blob:
+                names.append(f"{tag}:{len(names)}")
+                pipe.set(names[-1], blob, px=10_000)
+        temps.append(names)
     pipe.execute()
     try:
-        return client.pfcount(*temp)
+        pipe = client.pipeline(transaction=False)
+        for names in filter(None, temps):
+            pipe.pfcount(*names)
+        counts = iter(pipe.execute())
+        return [next(counts) if names else 0 for names in temps]
     finally:
-        client.delete(*temp)
+        pipe = client.pipeline(transaction=False)
+        for name in (name for names in temps for name in names):
+            pipe.delete(name)
+        pipe.execute()
 
 
 def uniques(client, config: CountingConfig, counter: str, key: str, resolution: str,
@@ -99,6 +117,19 @@ def uniques(client, config: CountingConfig, counter: str, key: str, resolution: 
     if isinstance(client, RedisCluster) and len(shards) > 1:
         return pfcount_across_slots(client, names)
     return client.pfcount(*names)
+
+
+def bucket_uniques(client, config: CountingConfig, counter: str, key: str, resolution: str,
+                   indexes: Sequence[int]) -> dict[int, int]:
+    """Approximate distinct users of a key in each bucket (0 where Redis holds none)."""
+    shards = _shards(config, counter, key)
+    groups = [[s.hll(resolution, i, key) for s in shards] for i in indexes]
+    if isinstance(client, RedisCluster) and len(shards) > 1:
+        return dict(zip(indexes, pfcounts_across_slots(client, groups), strict=True))
+    pipe = client.pipeline(transaction=False)
+    for names in groups:
+        pipe.pfcount(*names)
+    return dict(zip(indexes, pipe.execute() if groups else [], strict=True))
 
 
 def _shard_tops(client, names: list[str], k: int) -> list[list[tuple[bytes, float]]]:
