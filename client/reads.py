@@ -70,7 +70,10 @@ class Reads:
 
     def series(self, counter: str, key: str, step: str = "1m", start: str | float | None = None,
                end: str | float | None = None) -> dict[str, Any]:
-        """Points of one key per bucket over [start, end): the API's answer (points, history)."""
+        """Points of one key per bucket over [start, end): the API's answer (points, history).
+
+        Each point holds value, uniques and sealed (true: the batch layer's exact row, docs/api.md).
+        """
         params = {"key": key, "step": step, "from": start, "to": end}
         return self._get(f"/v1/counters/{quote(counter)}/series",
                          {k: v for k, v in params.items() if v is not None})

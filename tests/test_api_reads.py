@@ -157,6 +157,28 @@ def test_series_answers_from_redis_when_the_database_is_down(api, redis_url, red
     close_app(app)
 
 
+def test_series_uniques_per_bucket(api):
+    post(api, [{"counter": "views", "key": "k", "ts": MINUTE - 60, "user": u} for u in "abc"]
+         + [{"counter": "views", "key": "k", "ts": MINUTE, "user": "a"}])
+    body = api.get("/v1/counters/views/series", headers=R, query_string={
+        "key": "k", "from": str(MINUTE - 120), "to": str(MINUTE + 60)}).json
+    assert [(p["value"], p["uniques"], p["sealed"]) for p in body["points"]] == [
+        (0, 0, False), (3, 3, False), (1, 1, False)]
+
+
+def test_series_uniques_of_a_hot_key_spread_over_cluster_slots(redis_cluster_url,
+                                                               redis_cluster_client):
+    app = make_app(redis_cluster_url, redis_cluster=True, hot_keys="views=h=4")
+    api = app.test_client()
+    post(api, [{"counter": "views", "key": "h", "ts": MINUTE - 60, "user": f"u{i}"}
+               for i in range(20)] + [{"counter": "views", "key": "h", "ts": MINUTE, "user": "x"}])
+    body = api.get("/v1/counters/views/series", headers=R, query_string={
+        "key": "h", "from": str(MINUTE - 120), "to": str(MINUTE + 60)}).json
+    assert [(p["value"], p["uniques"]) for p in body["points"]] == [(0, 0), (20, 20), (1, 1)]
+    assert not [name for name in redis_cluster_client.keys("*") if b"tmp:" in name]
+    close_app(app)
+
+
 def test_post_and_read_on_a_redis_cluster(redis_cluster_url, redis_cluster_client):
     app = make_app(redis_cluster_url, redis_cluster=True)
     api = app.test_client()

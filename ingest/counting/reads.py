@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from redis.cluster import RedisCluster
 
 from tally import keys
+from tally.ingest.counting import loader
 from tally.ingest.counting.config import CountingConfig
 
 
@@ -77,36 +78,37 @@ def pfcount_across_slots(client, names: list[str]) -> int:
 
 
 def pfcounts_across_slots(client, groups: Sequence[Sequence[str]]) -> list[int]:
-    """PFCOUNT of each group of HyperLogLogs spread over cluster slots, in four pipelines.
+    """PFCOUNT of each group of HyperLogLogs spread over cluster slots, in three round trips.
 
-    Each group's blobs are copied under a temporary tag of its own (MGET and
-    PFCOUNT cannot span slots), counted, then deleted.
+    The blobs are copied under one temporary tag (PFCOUNT cannot span slots),
+    counted group by group in one script call, then deleted.
     """
     pipe = client.pipeline(transaction=False)
     for name in (name for group in groups for name in group):
         pipe.get(name)
     blobs = iter(pipe.execute())
-    temps: list[list[str]] = []
-    pipe = client.pipeline(transaction=False)
+    tag, temps, sizes = f"{{tmp:{uuid.uuid4().hex}}}", [], []
     for group in groups:
-        tag, names = f"{{tmp:{uuid.uuid4().hex}}}", []
-        for blob in (next(blobs) for _ in group):
-            if blob:
-                names.append(f"{tag}:{len(names)}")
-                pipe.set(names[-1], blob, px=10_000)
-        temps.append(names)
+        found = [blob for blob in (next(blobs) for _ in group) if blob]
+        names = [f"{tag}:{len(temps) + i}" for i in range(len(found))]
+        for name, blob in zip(names, found, strict=True):
+            pipe.set(name, blob, px=10_000)
+        temps.extend(names)
+        sizes.append(len(found))
+    if not temps:
+        return [0] * len(groups)
     pipe.execute()
     try:
-        pipe = client.pipeline(transaction=False)
-        for names in filter(None, temps):
-            pipe.pfcount(*names)
-        counts = iter(pipe.execute())
-        return [next(counts) if names else 0 for names in temps]
+        return pfcount_groups(client, temps, sizes)
     finally:
-        pipe = client.pipeline(transaction=False)
-        for name in (name for names in temps for name in names):
-            pipe.delete(name)
-        pipe.execute()
+        client.delete(*temps)
+
+
+def pfcount_groups(client, names: Sequence[str], sizes: Sequence[int]) -> list[int]:
+    """PFCOUNT of consecutive groups of names (`sizes` long) that share one cluster slot."""
+    if not names:
+        return [0] * len(sizes)
+    return [int(n) for n in loader.call(client, loader.COUNTING, "pfcount_groups", names, sizes)]
 
 
 def uniques(client, config: CountingConfig, counter: str, key: str, resolution: str,
@@ -125,11 +127,10 @@ def bucket_uniques(client, config: CountingConfig, counter: str, key: str, resol
     shards = _shards(config, counter, key)
     groups = [[s.hll(resolution, i, key) for s in shards] for i in indexes]
     if isinstance(client, RedisCluster) and len(shards) > 1:
-        return dict(zip(indexes, pfcounts_across_slots(client, groups), strict=True))
-    pipe = client.pipeline(transaction=False)
-    for names in groups:
-        pipe.pfcount(*names)
-    return dict(zip(indexes, pipe.execute() if groups else [], strict=True))
+        counts = pfcounts_across_slots(client, groups)
+    else:  # one shard's HyperLogLogs share its slot
+        counts = pfcount_groups(client, [n for g in groups for n in g], [len(shards)] * len(groups))
+    return dict(zip(indexes, counts, strict=True))
 
 
 def _shard_tops(client, names: list[str], k: int) -> list[list[tuple[bytes, float]]]:
