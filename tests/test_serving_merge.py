@@ -33,7 +33,7 @@ ROWS = {  # table -> [(bucket, key, value, uniques)]: what the batch layer and f
                   (S + 60, "k", 6, 3)],
     "counts_1h": [(SEALED[0] + 5 * HOUR, "k", 9, 4), (S - HOUR, "k", 3, 2), (S, "k", 7, 3)],
     "counts_1d": [(SEALED[0], "k", 9, 4), (SEALED[1], "k", 3, 2), (SEALED[1], "j", 5, 5),
-                  (S, "k", 7, 3)],
+                  (SEALED[1], "n", 1, None), (S, "k", 7, 3)],  # n: no event had a user
 }
 
 
@@ -73,10 +73,10 @@ def merged(redis_url, redis_client, pg_conn, pg_dsn):
     close_app(app)
 
 
-def series(api, step: str, start: int, end: int) -> dict:
-    """The series of key k as {ts: (value, uniques, sealed)}, checking history is the database."""
+def series(api, step: str, start: int, end: int, key: str = "k") -> dict:
+    """The series of a key as {ts: (value, uniques, sealed)}, checking history is the database."""
     body = api.get("/v1/counters/views/series", headers=R, query_string={
-        "key": "k", "step": step, "from": rfc3339(start), "to": rfc3339(end)}).json
+        "key": key, "step": step, "from": rfc3339(start), "to": rfc3339(end)}).json
     assert body["history"] == "timescale"
     return {p["ts"]: (p["value"], p["uniques"], p["sealed"]) for p in body["points"]}
 
@@ -103,6 +103,10 @@ def test_days_sealed_then_unsealed(merged):
                       S: (10, 5, False), S + DAY: (0, 0, False), TODAY: (0, 0, False)}
 
 
+def test_a_sealed_row_without_users_has_no_uniques(merged):
+    assert series(merged, "1d", SEALED[1], S, key="n")[SEALED[1]] == (1, 0, True)
+
+
 def test_each_resolution_counts_every_event_once(merged):
     """Minutes, hours and days of the same span add up to the same total."""
     sums = {step: sum(v for v, _, _ in series(merged, step, SEALED[0], TODAY + DAY).values())
@@ -122,7 +126,7 @@ def test_top_of_a_sealed_date_is_the_database_s(merged):
 
     sealed, unsealed = top(SEALED[1]), top(S)
     assert sealed["sealed"] and [(r["key"], r["count"]) for r in sealed["top"]] == [
-        ("j", 5), ("k", 3)]
+        ("j", 5), ("k", 3), ("n", 1)]
     assert not unsealed["sealed"]
     assert [(r["key"], r["count"]) for r in unsealed["top"]] == [("k", 10)]
 
