@@ -65,6 +65,7 @@ def merged(redis_url, redis_client, pg_conn, pg_dsn):
             pg_conn.execute(f"INSERT INTO {table} (bucket, counter, key, value, uniques) "
                             "VALUES (%s, 'views', %s, %s, %s)",
                             (datetime.fromtimestamp(bucket, UTC), key, value, uniques))
+    pg_conn.execute("DELETE FROM sealed_days")  # only this scenario's days are sealed
     for day in SEALED:
         pg_conn.execute("INSERT INTO sealed_days (day, events) VALUES (%s, 0)",
                         (datetime.fromtimestamp(day, UTC).date(),))
