@@ -66,10 +66,9 @@ def freshness(span: Span, settings: Settings, watermark: float) -> dict:
     return {"archived_until": instant(watermark), "complete": settled and retained}
 
 
-def _span() -> Span:
+def _span(counter: str) -> Span:
     """This request's span (checked before anything is read)."""
-    settings = resources().settings
-    return span_from_args(current_app.view_args["counter"], settings, time.time())
+    return span_from_args(counter, resources().settings, time.time())
 
 
 def _fresh(span: Span) -> dict:
@@ -87,7 +86,7 @@ def _head(span: Span) -> dict:
 @scope(READ)
 def counter_uniques(counter: str):
     """Exact distinct users (and the count) of a key or a whole counter over [from, to)."""
-    span = _span()
+    span = _span(counter)
     fresh = _fresh(span)
     users, value, events = event_reads().uniques(span)
     return {**_head(span), "uniques": users, "count": value, "events": events, **fresh}
@@ -97,7 +96,7 @@ def counter_uniques(counter: str):
 @scope(READ)
 def counter_breakdown(counter: str):
     """The top k values of an event property by count, with distinct users; the rest summed."""
-    span, prop, k = _span(), params.prop_arg("by"), params.int_arg("k", DEFAULT_K, 1, MAX_K)
+    span, prop, k = _span(counter), params.prop_arg("by"), params.int_arg("k", DEFAULT_K, 1, MAX_K)
     fresh = _fresh(span)
     found = event_reads().breakdown(span, prop, k)
     return {**_head(span), "by": prop, "k": k,
