@@ -296,3 +296,30 @@ def test_no_database_is_a_503_with_retry_after(redis_url, redis_client, dsn):
         close_app(app)
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "10"
     assert answer.get_json()["type"] == "urn:tally:problem:event-log-unavailable"
+
+
+def test_a_read_past_the_timeout_is_a_503(redis_url, redis_client, pg_dsn, postgres_owner_dsn):
+    """A read waiting longer than TALLY_RANGE_READ_TIMEOUT (here on a table lock) is cancelled."""
+    app = make_app(redis_url, postgres_dsn=pg_dsn, range_read_timeout=0.5)
+    try:
+        with psycopg.connect(postgres_owner_dsn) as locker:
+            locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            answer = app.test_client().get("/v1/counters/views/uniques", headers=R)
+            locker.rollback()
+    finally:
+        close_app(app)
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "10"
+    body = answer.get_json()
+    assert body["type"] == "urn:tally:problem:range-read-timeout"
+    assert "TALLY_RANGE_READ_TIMEOUT (0.5 s)" in body["detail"]
+
+
+def test_redis_down_is_a_503(pg_dsn):
+    """The watermark comes from Redis: without it no answer can say what it covers."""
+    app = make_app("redis://127.0.0.1:1/0", postgres_dsn=pg_dsn)
+    try:
+        answer = app.test_client().get("/v1/counters/views/uniques", headers=R)
+    finally:
+        close_app(app)
+    assert answer.status_code == 503
+    assert answer.get_json()["type"] == "urn:tally:problem:redis-unavailable"
