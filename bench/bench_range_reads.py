@@ -88,6 +88,9 @@ def timed(call, runs: int = RUNS) -> tuple[float, list[float], object]:
 
 def row(case: str, days: int, measured: tuple, answer) -> dict:
     p50, runs, _ = measured
+    print(f"  {case}, {days} d: p50 {p50 * 1000:.0f} ms, runs "
+          f"{' '.join(f'{s * 1000:.0f}' for s in runs)}, answer {answer}",
+          file=sys.stderr, flush=True)
     return {"case": case, "days": days, "events": days * PER_DAY, "p50_ms": round(p50 * 1000),
             "runs_ms": " ".join(f"{s * 1000:.0f}" for s in runs), "answer": answer}
 
