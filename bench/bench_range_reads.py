@@ -14,11 +14,12 @@ every run. The watermark's Redis read the API adds is one pipelined round
 trip and is not part of these figures.
 
 Alternatives for the 30-day distinct users are measured next to it, to say
-what would get it under 2 s: `count(*)` over a `GROUP BY "user"` (hash
-aggregate and parallel workers, where count(DISTINCT) always sorts in one
-process), both with a work_mem of BIG_WORK_MEM instead of the default 4 MB
-(no spill to disk), and a rollup of the distinct (counter, day, user) of each day,
-built once per sealed day (its build time per day is shown), over which the
+what would get it under 2 s: the API's statement counts the groups of a
+`GROUP BY "user"` (hash aggregate, parallel workers); `count(DISTINCT
+"user")`, which sorts in one process, is its baseline; both also with a
+work_mem of BIG_WORK_MEM instead of the default 4 MB; and a rollup
+of the distinct (counter, day, user) of each day, built once per sealed day
+(its build time per day is shown), over which the
 30-day count(DISTINCT) reads one row per user and day instead of one per event.
 """
 
@@ -53,8 +54,8 @@ SELECT t, 'views', 'video:' || floor(power(random(), 3) * 10000)::int, NULL,
            'country', (%(countries)s::text[])[1 + floor(random() * 8)::int]) END, t
 FROM generate_series(to_timestamp(%(start)s), to_timestamp(%(start)s + 86400) - interval '1 us',
                      make_interval(secs => 86400.0 / %(per_day)s)) AS t"""
-GROUPED_USERS = """SELECT count(*) FROM (SELECT "user" FROM events WHERE counter = 'views'
-AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s) AND "user" IS NOT NULL GROUP BY "user") u"""
+DISTINCT_USERS = """SELECT count(DISTINCT "user") FROM events WHERE counter = 'views'
+AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)"""
 BUILD_ROLLUP = """INSERT INTO bench_daily_users
 SELECT counter, %s::date, "user" FROM events
 WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s) AND "user" IS NOT NULL
@@ -113,8 +114,8 @@ def alternatives(owner_dsn: str, start: int, end: int) -> list[dict]:
     """What would bring the 30-day distinct users down: a hash GROUP BY, a daily rollup."""
     rows = []
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
-        measured = timed(lambda: conn.execute(GROUPED_USERS, (start, end)).fetchone()[0])
-        rows.append(row("alt: uniques as GROUP BY user", DAYS, measured, measured[2]))
+        measured = timed(lambda: conn.execute(DISTINCT_USERS, (start, end)).fetchone()[0])
+        rows.append(row("alt: count(DISTINCT user)", DAYS, measured, measured[2]))
         conn.execute(f"SET work_mem = '{BIG_WORK_MEM}'")
         whole = Span("views", None, start, end)
         with_memory = EventReads("", 600)
@@ -122,8 +123,8 @@ def alternatives(owner_dsn: str, start: int, end: int) -> list[dict]:
         measured = timed(lambda: with_memory.uniques(whole))
         rows.append(row(f"alt: uniques, work_mem {BIG_WORK_MEM}", DAYS, measured,
                         measured[2][0]))
-        measured = timed(lambda: conn.execute(GROUPED_USERS, (start, end)).fetchone()[0])
-        rows.append(row(f"alt: GROUP BY user, work_mem {BIG_WORK_MEM}", DAYS, measured,
+        measured = timed(lambda: conn.execute(DISTINCT_USERS, (start, end)).fetchone()[0])
+        rows.append(row(f"alt: count(DISTINCT user), work_mem {BIG_WORK_MEM}", DAYS, measured,
                         measured[2]))
         conn.execute("RESET work_mem")
         conn.execute("DROP TABLE IF EXISTS bench_daily_users")
