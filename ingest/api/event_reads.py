@@ -73,26 +73,24 @@ UNIQUES = sql.SQL('''SELECT count("user"), coalesce(sum(value), 0), coalesce(sum
 FROM (SELECT "user", sum(value) AS value, count(*) AS n FROM events WHERE {}
       GROUP BY "user") AS per_user''')
 
-# One scan of the span grouped by (property value, user), materialized: far fewer rows
-# than events. From it the groups by value (distinct users = the non-null users of the
-# value's pairs), the top k by count (ties by value, events without the property last),
-# and one pass over the remaining pairs for the rest's exact distinct users.
+# One scan of the span (materialized), grouped by the property's value; the top k
+# groups by count (ties by value, events without the property last) and one pass over
+# the remaining events for the rest's exact distinct users.
 BREAKDOWN = sql.SQL("""
-WITH vu AS MATERIALIZED (
-    SELECT props ->> %s AS v, "user", sum(value) AS value FROM events WHERE {where}
-    GROUP BY 1, 2
+WITH e AS MATERIALIZED (
+    SELECT props ->> %s AS v, value, "user" FROM events WHERE {where}
 ), g AS (
-    SELECT v, sum(value) AS count, count("user") AS uniques,
+    SELECT v, sum(value) AS count, count(DISTINCT "user") AS uniques,
            row_number() OVER (ORDER BY sum(value) DESC, v NULLS LAST) AS rank
-    FROM vu GROUP BY v
+    FROM e GROUP BY v
 ), top AS (
     SELECT v FROM g WHERE rank <= %s
 )
 SELECT rank, v, count, uniques FROM g WHERE rank <= %s
 UNION ALL
-SELECT 0, NULL, coalesce(sum(vu.value), 0), count(DISTINCT vu."user") FROM vu
-WHERE CASE WHEN vu.v IS NULL THEN NOT EXISTS (SELECT 1 FROM top WHERE top.v IS NULL)
-           ELSE vu.v NOT IN (SELECT top.v FROM top WHERE top.v IS NOT NULL) END
+SELECT 0, NULL, coalesce(sum(e.value), 0), count(DISTINCT e."user") FROM e
+WHERE CASE WHEN e.v IS NULL THEN NOT EXISTS (SELECT 1 FROM top WHERE top.v IS NULL)
+           ELSE e.v NOT IN (SELECT top.v FROM top WHERE top.v IS NOT NULL) END
 UNION ALL
 SELECT -1, NULL, count(*), 0 FROM g WHERE rank > %s
 ORDER BY 1
