@@ -220,8 +220,11 @@ def test_unarchived_tail_is_a_stated_lag(logged):
 def test_complete_once_the_range_is_past_the_lateness(logged):
     api, now = logged["api"], time.time()
     old = _get(api, "/v1/counters/views/uniques", **{"from": now - LATENESS - 2 * DAY,
-                                                    "to": now - LATENESS - 60})
-    assert old["complete"] is True
+                                                    "to": now - LATENESS - 360})
+    assert old["complete"] is True  # past the lateness and the clock skew (300 s)
+    skewed = _get(api, "/v1/counters/views/uniques", **{"from": now - LATENESS - DAY,
+                                                       "to": now - LATENESS - 60})
+    assert skewed["complete"] is False  # past the lateness, not the skew
     recent = _get(api, "/v1/counters/views/uniques", **{"from": now - DAY, "to": now - 60})
     assert recent["complete"] is False
     default = _get(api, "/v1/counters/views/uniques")  # the last 24 hours

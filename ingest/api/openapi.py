@@ -171,7 +171,8 @@ def _range_schemas() -> dict:
                                "description": "the archive watermark: every event counted "
                                               "before it was read"},
             "complete": {"type": "boolean", "description": "true when the answer can no "
-                         "longer change: to + TALLY_ACCEPTED_LATENESS <= archived_until and "
+                         "longer change: to + TALLY_ACCEPTED_LATENESS + TALLY_CLOCK_SKEW <= "
+                         "archived_until and "
                          "from within the event log's retention"}}
     count = {"type": "integer", "minimum": 0}
     group = obj(["value", "count", "uniques"], value={"type": ["string", "null"],

@@ -4,8 +4,9 @@ Both answer from TimescaleDB's `events` alone, with a stated lag rather than
 a merge with the unarchived Redis tail: the answer carries the archive
 watermark W (`archived_until`, read before the query, so every event counted
 before W is in what the query saw) and `complete`, true when nothing can
-change the answer any more: `to` + TALLY_ACCEPTED_LATENESS <= W (no event of
-the range can still be accepted or be waiting in Redis) and `from` lies
+change the answer any more: `to` + TALLY_ACCEPTED_LATENESS + TALLY_CLOCK_SKEW
+<= W (no event of the range can still be accepted or be waiting in Redis; the
+skew covers the ingest host's clock against Redis') and `from` lies
 within the log's retention. Sealed days change nothing here: they are
 sealed from the same rows.
 """
@@ -61,7 +62,8 @@ def span_from_args(counter: str, settings: Settings, now: float) -> Span:
 
 def freshness(span: Span, settings: Settings, watermark: float) -> dict:
     """What the answer covers: the watermark, and whether the range can still change."""
-    settled = span.end + settings.accepted_lateness <= watermark
+    # The rule of tally.ingest.batch.watermark (complete_before): lateness and clock skew.
+    settled = span.end + settings.accepted_lateness + settings.clock_skew <= watermark
     retained = span.start >= watermark - settings.events_retention * DAY
     return {"archived_until": instant(watermark), "complete": settled and retained}
 
