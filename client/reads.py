@@ -1,4 +1,5 @@
-"""Calls answered at once: totals (bulk), series, top keys, leaderboards, rate limits."""
+"""Calls answered at once: totals (bulk), series, top keys, range uniques and breakdowns,
+leaderboards, rate limits."""
 
 from __future__ import annotations
 
@@ -84,6 +85,23 @@ class Reads:
         params = {"k": k, "window": window, **({"date": date} if date else {})}
         body = self._get(f"/v1/counters/{quote(counter)}/top", params)
         return [(row["key"], row["count"]) for row in body["top"]]
+
+    def uniques(self, counter: str, key: str | None = None, start: str | float | None = None,
+                end: str | float | None = None) -> dict[str, Any]:
+        """Exact distinct users of a key (None: the whole counter) over [start, end), from the
+        event log: the API's answer (uniques, count, events, archived_until, complete)."""
+        params = {"key": key, "from": start, "to": end}
+        return self._get(f"/v1/counters/{quote(counter)}/uniques",
+                         {k: v for k, v in params.items() if v is not None})
+
+    def breakdown(self, counter: str, by: str, key: str | None = None, k: int = 10,
+                  start: str | float | None = None,
+                  end: str | float | None = None) -> dict[str, Any]:
+        """The top k values of event property `by` by count, with distinct users, and the
+        rest summed (`other`): the API's answer (rows, other, archived_until, complete)."""
+        params = {"by": by, "k": k, "key": key, "from": start, "to": end}
+        return self._get(f"/v1/counters/{quote(counter)}/breakdown",
+                         {name: v for name, v in params.items() if v is not None})
 
     def leaderboard(self, board: str, k: int = 10) -> list[dict[str, Any]]:
         """The best k entries of a leaderboard: {rank, member, score}."""

@@ -82,6 +82,34 @@ def panel(pid: int, title: str, targets: list[dict], kind: str = "timeseries",
             "targets": [dict(t, refId=chr(65 + i)) for i, t in enumerate(targets)]}
 
 
+# Panels on the raw event log (`events`, TALLY_EVENTS_RETENTION days): exact distinct users
+# and the breakdown by an event property over the dashboard range, as the API's
+# /uniques and /breakdown answer them (ingest/api/event_reads.py): the top 10 values by
+# count, events without the property as one empty row, the rest as one "other" row with
+# its exact distinct users.
+LOGGED = "counter = '$counter' AND key IN ($key) AND $__timeFilter(ts)"
+DISTINCT_USERS = f'''SELECT count(DISTINCT "user") AS value FROM events\nWHERE {LOGGED}'''
+BREAKDOWN = f"""WITH e AS MATERIALIZED (
+  SELECT props ->> '$prop' AS v, value, "user" FROM events WHERE {LOGGED}
+), g AS (
+  SELECT v, sum(value) AS value, count(DISTINCT "user") AS users,
+         row_number() OVER (ORDER BY sum(value) DESC, v NULLS LAST) AS rank
+  FROM e GROUP BY v
+)
+SELECT rank, v AS "$prop", value, users FROM g WHERE rank <= 10
+UNION ALL
+SELECT 11, 'other (' || (SELECT count(*) FROM g WHERE rank > 10) || ' values)',
+       sum(value), count(DISTINCT "user") FROM e
+WHERE CASE WHEN v IS NULL THEN NOT EXISTS (SELECT 1 FROM g WHERE rank <= 10 AND g.v IS NULL)
+           ELSE v NOT IN (SELECT g.v FROM g WHERE rank <= 10 AND g.v IS NOT NULL) END
+HAVING count(*) > 0
+ORDER BY rank"""
+# The property names events of the counter carry in the range (names are [a-z0-9_]).
+PROP_SQL = ("SELECT DISTINCT jsonb_object_keys(props) FROM events "
+            "WHERE counter = '$counter' AND props IS NOT NULL AND $__timeFilter(ts) "
+            "ORDER BY 1 LIMIT 100")
+
+
 def overview() -> dict:
     """Live rates and health from Prometheus."""
     sel = 'counter=~"$counter"'
@@ -149,6 +177,10 @@ def history() -> dict:
             f'SELECT sum("value") FROM "$influx_rp"."{MEASUREMENT}" '
             "WHERE \"counter\" = '$counter' "
             'AND $timeFilter GROUP BY time($__interval), "key" fill(none)')]),
+        panel(7, "Distinct users in range (event log, exact)",
+              [sql(DISTINCT_USERS, fmt="table")], kind="stat"),
+        panel(8, "Breakdown by $prop (event log: top 10 by count, distinct users)",
+              [sql(BREAKDOWN, fmt="table")], kind="table"),
     ]
     counter = {"name": "counter", "type": "query", "datasource": PG, "refresh": 1,
                "query": f"SELECT DISTINCT counter FROM {DAYS} ORDER BY 1",
@@ -161,7 +193,10 @@ def history() -> dict:
     rp = {"name": "influx_rp", "type": "query", "datasource": PG, "refresh": 2, "hide": 2,
           "query": RP_SQL, "definition": RP_SQL, "multi": False, "includeAll": False,
           "current": {"text": MINUTE_RP, "value": MINUTE_RP}}
-    return dashboard("tally-history", "Tally history", panels, [counter, key, rp], "now-6h",
+    prop = {"name": "prop", "type": "query", "datasource": PG, "refresh": 2,
+            "query": PROP_SQL, "definition": PROP_SQL, "multi": False, "includeAll": False,
+            "label": "property", "current": {}}
+    return dashboard("tally-history", "Tally history", panels, [counter, key, rp, prop], "now-6h",
                      "1m")
 
 

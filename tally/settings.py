@@ -119,6 +119,9 @@ class Settings:
     statsd_max_pending: int = 100_000  # aggregated events held in memory, unapplied ones too
     statsd_event_ids: bool = True  # an id per aggregated event: retries count once
 
+    # Range reads from the event log (/uniques, /breakdown; docs/api.md, "Range reads").
+    range_read_timeout: float = 10.0  # seconds one range read may take (statement_timeout)
+
     # Flusher takeover (docs/flusher.md, "Takeover and fencing").
     flush_lock_seconds: float = 6.0  # a sink lock's lease, renewed by its holder's heartbeat
     # Alert delivery: the local stack's Alertmanager (docs/observability.md, "Alert delivery").

@@ -45,7 +45,7 @@ POSITIVE = ("shards", "dedup_window", "bloom_capacity", "max_batch_events", "max
             "sink_connect_timeout", "sink_write_timeout",
             "flush_maintenance_interval", "ingest_header_timeout", "ingest_body_timeout",
             "ingest_max_connections", "event_log_max", "events_retention",
-            "statsd_interval", "statsd_max_pending",
+            "statsd_interval", "statsd_max_pending", "range_read_timeout",
             "alert_group_wait", "alert_group_interval", "alert_repeat_interval")
 NON_NEGATIVE = ("accepted_lateness", "clock_skew", "outage_budget", "ingest_workers",
                 "leaderboard_capacity", "influx_top_n", "exporter_top_n", "flush_pause_seconds")

@@ -24,9 +24,9 @@ TOKEN = "fuzz-token"
 
 
 @pytest.fixture
-def app(redis_url, redis_client):
-    """An app with one token of both scopes."""
-    app = make_app(redis_url, write_tokens=(TOKEN,), read_tokens=(TOKEN,))
+def app(redis_url, redis_client, pg_dsn):
+    """An app with one token of both scopes; range reads go to the test TimescaleDB."""
+    app = make_app(redis_url, write_tokens=(TOKEN,), read_tokens=(TOKEN,), postgres_dsn=pg_dsn)
     yield app
     close_app(app)
 

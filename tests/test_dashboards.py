@@ -32,6 +32,7 @@ from tests.grafana_macros import (
     prom_regex,
     sql_values,
 )
+from tests.test_event_log import archive_all
 
 GRAFANA = PROJECT_ROOT / "grafana"
 RULES = str(PROJECT_ROOT / "prometheus" / "rules" / "tally.yml")
@@ -88,12 +89,14 @@ def stack(redis_url, postgres_dsn, postgres_owner_dsn, postgres_reader_dsn, infl
     url = f"http://127.0.0.1:{ingest.server_port}/v1/events"
     summary = demo.run(url, TOKEN, duration=6, rate=300,
                        plan=demo.DemoPlan(keys=40, users=300, seed=7, duplicate_share=0.1))
+    logged = _post_logged_events(url, started)
     for name in settings.sinks:
         loop = SinkLoop(build_sink(name, settings))
         assert loop.step(client, config, settings, lambda point: None)
         loop.sink.close()
+    archive_all(client, settings)  # the event-log panels read `events`
     time.sleep(3)  # two more scrapes and rule evaluations see the flusher's health
-    yield {"prometheus": prom, "settings": settings, "summary": summary,
+    yield {"prometheus": prom, "settings": settings, "summary": summary, "logged": logged,
            "reader_dsn": postgres_reader_dsn,
            "range": TimeRange(started - 3600, time.time() + 60)}
     # Drop the targets first: Prometheus then closes its keep-alive connections,
@@ -107,6 +110,27 @@ def stack(redis_url, postgres_dsn, postgres_owner_dsn, postgres_reader_dsn, infl
     client.flushall()
     client.close()
     _reset_stores(settings)
+
+
+LOGGED_KEY = "panel:logged"  # the key of the events with properties posted for the log panels
+COUNTRIES = [f"c{i:02d}" for i in range(14)]  # more than the breakdown's 10 rows: an other row
+
+
+def _post_logged_events(url: str, now: float) -> list[dict]:
+    """Events with users and a country property (some without), retried once each: what
+    the event-log panels count; the list of distinct events posted."""
+    events = []
+    for i in range(300):
+        event = {"counter": "views", "key": LOGGED_KEY, "id": f"logged-{i}",
+                 "user": f"lu-{i % 37}", "value": 1 + i % 3, "ts": int(now) - i}
+        if i % 7:
+            event["props"] = {"country": COUNTRIES[min(i % 23, 13)], "app": "web"}
+        events.append(event)
+    for body in (events, events):  # the second post: duplicates, counted once
+        answer = requests.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"},
+                               timeout=30)
+        assert answer.ok, answer.text
+    return events
 
 
 def prom_data(base: str, target: dict, rng: TimeRange, variables: dict) -> list:
@@ -191,13 +215,64 @@ def test_history_sql_panels_return_rows(stack, span):
     _, keys = sql_rows(dsn, expand_sql(var["key"]["query"], rng, {"counter": "views"}))
     assert keys, "the key variable query returned no keys"
     variables = {"counter": "views", "key": sql_values([k for (k,) in keys[:3]])}
+    _, props = sql_rows(dsn, expand_sql(var["prop"]["query"], rng, variables))
+    assert [p for (p,) in props] == ["app", "country"]
+    variables["prop"] = "country"
     for title, target in targets(board):
         if target["datasource"]["type"] == "influxdb":
             continue
         columns, rows = sql_rows(dsn, expand_sql(target["rawSql"], rng, variables))
         assert rows, f"{title}: no rows"
-        expected = {"key", "value"} if target["format"] == "table" else {"time", "value"}
+        expected = {"value"} if target["format"] == "table" else {"time", "value"}
+        expected |= {"key"} if title == "Top keys in range" else set()
         assert expected <= set(columns), f"{title}: columns {columns}"
+
+
+def _panel(board: dict, prefix: str) -> dict:
+    return next(t for title, t in targets(board) if title.startswith(prefix))
+
+
+def test_event_log_panels_equal_the_posted_events(stack):
+    """Distinct users and the breakdown of the events posted with properties, exactly."""
+    dsn, rng, board = stack["reader_dsn"], stack["range"], DASHBOARDS["tally-history"]
+    variables = {"counter": "views", "key": sql_values([LOGGED_KEY]), "prop": "country"}
+    _, rows = sql_rows(dsn, expand_sql(_panel(board, "Distinct users")["rawSql"], rng,
+                                       variables))
+    logged = stack["logged"]
+    assert rows == [(len({e["user"] for e in logged}),)]
+    columns, rows = sql_rows(dsn, expand_sql(_panel(board, "Breakdown by")["rawSql"], rng,
+                                             variables))
+    assert columns == ["rank", "country", "value", "users"]
+    groups: dict = {}
+    for event in logged:
+        group = groups.setdefault(event.get("props", {}).get("country"), [0, set()])
+        group[0] += event["value"]
+        group[1].add(event["user"])
+    order = sorted(groups, key=lambda v: (-groups[v][0], v is None, v or ""))
+    want = [(rank, v, groups[v][0], len(groups[v][1])) for rank, v in enumerate(order[:10], 1)]
+    rest = order[10:]
+    want.append((11, f"other ({len(rest)} values)", sum(groups[v][0] for v in rest),
+                 len(set().union(*(groups[v][1] for v in rest)))))
+    assert [tuple(r) for r in rows] == want
+
+
+def test_distinct_users_panel_equals_the_uniques_api(stack):
+    """Over every key of the counter, the panel and GET /uniques agree (demo users too)."""
+    dsn, rng, board = stack["reader_dsn"], stack["range"], DASHBOARDS["tally-history"]
+    settings = stack["settings"]
+    _, keys = sql_rows(dsn, "SELECT DISTINCT key FROM events WHERE counter = 'views'")
+    variables = {"counter": "views", "key": sql_values([k for (k,) in keys])}
+    _, rows = sql_rows(dsn, expand_sql(_panel(board, "Distinct users")["rawSql"], rng,
+                                       variables))
+    app = create_app(load_settings({}, redis_url=settings.redis_url,
+                                   postgres_dsn=settings.postgres_dsn, read_tokens=("r",)))
+    try:
+        answer = app.test_client().get("/v1/counters/views/uniques", headers={
+            "Authorization": "Bearer r"}, query_string={"from": rng.start, "to": rng.end})
+    finally:
+        close_app(app)
+    assert answer.status_code == 200, answer.get_json()
+    assert rows == [(answer.get_json()["uniques"],)] and rows[0][0] > 37
 
 
 def influx_rp(dsn: str, board: dict, rng: TimeRange) -> str:

@@ -25,6 +25,8 @@ LAYERS = {
     "tally.ingest.counting": 1,
     "tally.ingest.api": 2, "tally.ingest.flusher": 2, "tally.ingest.statsd": 2,
     "tally.exporter": 2, "tally.timescale": 2,
+    # The batch layer: on the flusher's sinks, below nothing of the services that read it.
+    "tally.ingest.batch": 2,
     "tally.ingest": 3,  # serve.py and worker.py: the HTTP server over the API
     "tally.stack": 4,
     "tally.client": 5,  # the Python client: its own top layer, on nothing of the server

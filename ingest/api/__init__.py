@@ -26,13 +26,14 @@ from tally.ingest.api import (
     params,
     problems,
     public,
+    ranges,
     ratelimits,
     series,
 )
 from tally.settings import Settings, load_settings
 
 BLUEPRINTS = (health.bp, metrics.bp, batches.bp, counters.bp, leaderboards.bp, ratelimits.bp,
-              overview.bp, page.bp, public.bp, docs_page.bp)
+              overview.bp, page.bp, public.bp, docs_page.bp, ranges.bp)
 
 
 def _settings(settings: Settings | Mapping | None) -> Settings:
@@ -52,6 +53,7 @@ def create_app(settings: Settings | Mapping | None = None) -> Flask:
     app.before_request(params.reject_unknown_query)
     ratelimits.init_app(app, settings)
     series.init_app(app, settings)
+    ranges.init_app(app, settings)
     problems.init_app(app)
     extensions.init_app(app, settings)
     for blueprint in BLUEPRINTS:

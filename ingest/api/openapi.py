@@ -160,6 +160,33 @@ def _schemas() -> dict:
                         reset_after={"type": "number"}, limit={"type": "integer"},
                         window_seconds={"type": "number"}),
         "Status": obj(["status"], status={"type": "string"}),
+        **_range_schemas(),
+    }
+
+
+def _range_schemas() -> dict:
+    """Answers of the range reads from the event log (ingest/api/ranges.py)."""
+    head = {"counter": {"type": "string"}, "key": {"type": ["string", "null"]},
+            "from": {"type": "string", "format": "date-time"},
+            "to": {"type": "string", "format": "date-time"},
+            "archived_until": {"type": "string", "format": "date-time",
+                               "description": "the archive watermark: every event counted "
+                                              "before it was read"},
+            "complete": {"type": "boolean", "description": "true when the answer can no "
+                         "longer change: to + TALLY_ACCEPTED_LATENESS + TALLY_CLOCK_SKEW <= "
+                         "archived_until and "
+                         "from within the event log's retention"}}
+    count = {"type": "integer", "minimum": 0}
+    group = obj(["value", "count", "uniques"], value={"type": ["string", "null"],
+                "description": "the property's value; null: events without the property"},
+                count=count, uniques=count)
+    other = obj(["values", "count", "uniques"], values=count, count=count, uniques=count)
+    return {
+        "Uniques": obj([*head, "uniques", "count", "events"], **head, uniques=count,
+                       count=count, events=count),
+        "Breakdown": obj([*head, "by", "k", "rows", "other"], **head, by=COUNTER,
+                         k={"type": "integer"}, rows={"type": "array", "items": group},
+                         other=other),
     }
 
 
@@ -197,6 +224,40 @@ def _counters() -> dict:
         "/v1/counters/{counter}/top": {"get": op(
             "The keys with the highest counts", {"200": ok(ref("Top")), **problems(400, 404)},
             scope="read", parameters=[counter, *top])},
+    }
+
+
+# Longest from-to of a range read: the event log's default retention (TALLY_EVENTS_RETENTION);
+# the API refuses anything longer than the configured retention.
+RANGE_DESCRIPTION = ("at most TALLY_EVENTS_RETENTION days (35 by default) from from to to; "
+                     "answered from the event log, exact, with a stated lag (archived_until)")
+RANGE_UNAVAILABLE = ("event-log-unavailable (TimescaleDB down or not configured), "
+                     "range-read-timeout (longer than TALLY_RANGE_READ_TIMEOUT), or "
+                     "redis-unavailable (the watermark is read from Redis); retry after "
+                     "Retry-After")
+
+
+def _ranges() -> dict:
+    """Exact distinct users and breakdowns by property over [from, to) from `events`."""
+    counter = path("counter", COUNTER)
+    key = query("key", TEXT, description="one key; absent: every key of the counter")
+    span = [query("from", TIME, description="RFC 3339 or epoch seconds; default to - 24 h"),
+            query("to", TIME, description="RFC 3339 or epoch seconds; default now")]
+    by = query("by", COUNTER, True, "the event property (props) to group by")
+    k = query("k", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+              description="rows before the rest is summed as `other`")
+    def answers(name: str) -> dict:
+        out = {"200": ok(ref(name)), **problems(400, 404)}
+        out["503"]["description"] = RANGE_UNAVAILABLE
+        return out
+    return {
+        "/v1/counters/{counter}/uniques": {"get": op(
+            f"Exact distinct users of a key or counter over a range ({RANGE_DESCRIPTION})",
+            answers("Uniques"), scope="read", parameters=[counter, key, *span])},
+        "/v1/counters/{counter}/breakdown": {"get": op(
+            f"Top values of an event property by count, with distinct users, the rest summed "
+            f"({RANGE_DESCRIPTION})",
+            answers("Breakdown"), scope="read", parameters=[counter, key, by, k, *span])},
     }
 
 
@@ -367,7 +428,7 @@ def document() -> dict:
                                 "outcome-unknown means a write may have been applied: retry "
                                 "only events with ids and increments with their "
                                 "Idempotency-Key."},
-        "paths": {**_events(), **_counters(), **_leaderboards(), **_others(),
+        "paths": {**_events(), **_counters(), **_ranges(), **_leaderboards(), **_others(),
                   **_overview(), **_public()},
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",

@@ -14,11 +14,14 @@ from urllib.parse import unquote_to_bytes
 
 from flask import request
 
-from tally.events import validate_event
+from tally.events import parse_timestamp, validate_event
 from tally.ingest.api.openapi import query_names
 from tally.ingest.api.problems import bad_request
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+PROP_PATTERN = re.compile(r"[a-z0-9_]{1,64}")  # event property names (events.py)
+MAX_EPOCH = 253_402_214_400  # 9999-12-31T00:00:00Z
+EPOCH_PATTERN = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,9})?")
 
 
 def reject_unknown_query() -> None:
@@ -119,3 +122,27 @@ def day_arg(name: str, default: int) -> int:
 def rfc3339(epoch: int) -> str:
     """Epoch seconds as an RFC 3339 UTC string."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def time_arg(name: str, default: float) -> float:
+    """An optional instant: RFC 3339 or epoch seconds, between 1970 and 9999."""
+    raw = single_arg(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw) if EPOCH_PATTERN.fullmatch(raw) else parse_timestamp(raw)
+    except ValueError as exc:
+        raise invalid(name, f"{exc} (or epoch seconds)") from None
+    if not 0 <= value <= MAX_EPOCH:
+        raise invalid(name, "must be between 1970-01-01 and 9999-12-31T00:00:00Z")
+    return value
+
+
+def prop_arg(name: str) -> str:
+    """A required event property name: [a-z0-9_]{1,64}, as events may carry it."""
+    value = single_arg(name)
+    if value is None:
+        raise invalid(name, "is required: the event property to break down by")
+    if not PROP_PATTERN.fullmatch(value):
+        raise invalid(name, "must match [a-z0-9_]{1,64} (an event property name)")
+    return value
