@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--insecure-no-auth",), {"action": "store_true",
                                    "help": "serve without bearer tokens (logs a warning)"}),
     ]),
-    "flush": ("tally.ingest.flusher.loop:main", "move dirty buckets from Redis to the sinks", [
+    "flush": ("tally.ingest.batch.seal:flush_main", "move dirty buckets from Redis to the sinks", [
         (("--once",), {"action": "store_true", "help": "flush once and exit"}),
     ]),
     "rebuild": ("tally.ingest.batch.commands:rebuild_main", "recompute the counts and "
