@@ -51,6 +51,15 @@ COMMANDS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
                     (("--redis",), {"action": "store_true", "help": "then re-seed Redis' "
                                     "all-time totals and today's top keys from the database"}),
                 ]),
+    "import": ("tally.ingest.batch.commands:import_main", "load NDJSON events of any age into "
+               "the event log and rebuild the days they touch (docs/flusher.md)", [
+                   (("file",), {"metavar": "FILE", "help": "NDJSON file, or - for stdin"}),
+                   (("--on-error",), {"choices": ("stop", "skip"), "default": "stop",
+                                      "help": "at a bad line: stop before its chunk (default), "
+                                      "or skip the line and go on"}),
+                   (("--chunk",), {"type": int, "default": 10_000, "metavar": "N",
+                                   "help": "lines per all-or-nothing chunk (default 10000)"}),
+               ]),
     "exporter": ("tally.exporter.server:main", "serve Prometheus metrics read from Redis", []),
     "statsd": ("tally.ingest.statsd.server:main", "count StatsD counters and sets sent over "
                "UDP and TCP (docs/statsd.md)", []),

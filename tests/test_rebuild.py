@@ -47,7 +47,7 @@ def test_rebuild_of_a_hostile_stream_equals_the_reference(redis_client, redis_ur
                                                             influx):
     settings = _settings(redis_url, pg_dsn, influx)
     model, rng = ReferenceModel(), random.Random(13)
-    now = time.time() - 2 * DAY  # every bucket complete: past the 24 h lateness
+    now = time.time() - 3 * DAY  # every bucket complete: past the 24 h lateness and skew
     count_stream(redis_client, settings, model, hostile_raws(rng, now, 3000, 20 * 3600), now)
     _corrupt(settings, now)
     assert stored_pg(pg_dsn) != expected(model)

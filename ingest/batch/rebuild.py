@@ -10,7 +10,7 @@ flusher's lock order (counter, key, bucket), so the two never deadlock there.
 What a day's statement writes depends on the watermark W (watermark.py),
 read once per day before its transaction:
 
-- a complete bucket (end + TALLY_ACCEPTED_LATENESS <= W) gets its exact value
+- a complete bucket (end + TALLY_ACCEPTED_LATENESS + TALLY_CLOCK_SKEW <= W) gets its exact value
   sum(value) and exact uniques count(DISTINCT "user") (0 for a key whose
   events carry no user, as the flusher writes for an absent HyperLogLog),
   and may become smaller; a complete bucket with no event left is deleted;
@@ -34,7 +34,7 @@ interrupted rebuild is finished by running it again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -42,14 +42,14 @@ import psycopg
 from tally.errors import SinkError
 from tally.ingest.batch import influx_rewrite
 from tally.ingest.batch.days import day_range, day_text, kept, when
-from tally.ingest.batch.watermark import archived_until
+from tally.ingest.batch.watermark import archived_until, complete_before
 from tally.ingest.flusher.timescale import connect, statement_timeout_sql
 from tally.redis_connect import connect as connect_redis
 from tally.redis_connect import disconnect
 from tally.resolutions import DAY, TABLE
 
 # One statement per resolution: the day's events grouped into the table's buckets,
-# replacing complete buckets and raising the others. %(cutoff)s = W - lateness.
+# replacing complete buckets and raising the others. %(cutoff)s = W - lateness - skew.
 UPSERT = """INSERT INTO {table} AS t (bucket, counter, key, value, uniques)
 SELECT time_bucket(%(length)s::interval, ts) AS b, counter, key, sum(value),
        count(DISTINCT "user")
@@ -104,13 +104,19 @@ class RebuildReport:
 
 
 def rebuild_day(conn: psycopg.Connection, day: int, counter: str | None, watermark: float,
-                lateness: int, now: float) -> tuple[int, int, int]:
-    """Rebuild one day's counts rows in the caller's transaction: (events, rows, deleted)."""
+                settings, now: float) -> tuple[int, int, int]:
+    """Rebuild one day's counts rows in the caller's transaction: (events, rows, deleted).
+
+    A day past the events' retention with no event left is left alone: the log
+    no longer says anything about it, and its rows are the record.
+    """
     params = {"lo": when(day * DAY), "hi": when((day + 1) * DAY), "counter": counter,
-              "cutoff": when(watermark - lateness)}
+              "cutoff": when(complete_before(settings, watermark))}
     rows = deleted = 0
     with conn.cursor() as cur:
         events = cur.execute(COUNT_EVENTS, params).fetchone()[0]
+        if not events and day * DAY < now - settings.events_retention * DAY:
+            return 0, 0, 0
         for resolution in TABLE:
             if not kept(resolution, day, now):
                 continue
@@ -133,7 +139,15 @@ def rebuild(settings, start: float, end: float, counter: str | None = None,
     `before_commit(conn, day, events)`: runs last in each day's transaction
     (sealing records the day there).
     """
-    days = day_range(start, end)
+    return rebuild_days(settings, list(day_range(start, end)), counter, progress,
+                        influx=influx, before_commit=before_commit)
+
+
+def rebuild_days(settings, days: Sequence[int], counter: str | None = None,
+                 progress: Progress | None = None, *, influx: bool | None = None,
+                 before_commit: Callable[[psycopg.Connection, int, int], None] | None = None,
+                 ) -> RebuildReport:
+    """Rebuild the given UTC day indexes, in order, one transaction per day (see rebuild)."""
     influx = "influx" in settings.sinks if influx is None else influx
     report, began = RebuildReport(), time.monotonic()
     client = connect_redis(settings)
@@ -147,7 +161,7 @@ def rebuild(settings, start: float, end: float, counter: str | None = None,
                 try:
                     with conn.transaction():
                         events, rows, deleted = rebuild_day(
-                            conn, day, counter, watermark, settings.accepted_lateness, now)
+                            conn, day, counter, watermark, settings, now)
                         if before_commit is not None:
                             before_commit(conn, day, events)
                 except psycopg.Error as exc:

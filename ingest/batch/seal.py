@@ -1,7 +1,7 @@
 """Sealing: each UTC day that can no longer change is rebuilt once and recorded as final.
 
-A day d is sealable when (d + 1) * 86400 + TALLY_ACCEPTED_LATENESS <= W, the
-archive watermark (watermark.py): no event for it can still be accepted,
+A day d is sealable when (d + 1) * 86400 + TALLY_ACCEPTED_LATENESS +
+TALLY_CLOCK_SKEW <= W, the archive watermark (watermark.py): no event for it can still be accepted,
 and every event accepted for it is in `events`. Sealing rebuilds the day
 (rebuild.py; every bucket of it is then complete, so exact) and inserts its
 sealed_days row as the last statement of the same transaction: a day is
@@ -29,7 +29,7 @@ import redis
 from tally.errors import SinkError
 from tally.ingest.batch.days import day_text
 from tally.ingest.batch.rebuild import rebuild
-from tally.ingest.batch.watermark import archived_until
+from tally.ingest.batch.watermark import archived_until, complete_before
 from tally.ingest.flusher import sealed
 from tally.ingest.flusher.timescale import connect
 from tally.redis_connect import connect as connect_redis
@@ -42,7 +42,7 @@ CANDIDATES = """SELECT DISTINCT (extract(epoch FROM range_start)::bigint / 86400
 FROM timescaledb_information.chunks
 WHERE hypertable_name = 'events'
   AND range_start::date NOT IN (SELECT day FROM sealed_days)
-  AND extract(epoch FROM range_start) + 86400 + %(lateness)s <= %(watermark)s
+  AND extract(epoch FROM range_start) + 86400 <= %(complete_before)s
 ORDER BY day"""
 RECORD = """INSERT INTO sealed_days (day, events) VALUES (to_timestamp(%s)::date, %s)
 ON CONFLICT (day) DO UPDATE SET sealed_at = now(), events = EXCLUDED.events"""
@@ -53,8 +53,8 @@ def sealable_days(settings, watermark: float) -> list[int]:
     """Unsealed days the log holds events for whose end + lateness is behind the watermark."""
     with connect(settings.postgres_dsn, settings.sink_connect_timeout) as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        rows = conn.execute(CANDIDATES, {"lateness": settings.accepted_lateness,
-                                         "watermark": watermark}).fetchall()
+        rows = conn.execute(CANDIDATES, {
+            "complete_before": complete_before(settings, watermark)}).fetchall()
     return [day for (day,) in rows]
 
 
