@@ -68,7 +68,8 @@ DELETE = """DELETE FROM {table} AS t
 WHERE t.bucket >= %(lo)s AND t.bucket < %(hi)s AND t.bucket + %(length)s::interval <= %(cutoff)s
   AND (%(counter)s::text IS NULL OR t.counter = %(counter)s)
   AND NOT EXISTS (SELECT 1 FROM events e
-                  WHERE e.counter = t.counter AND e.key = t.key
+                  WHERE e.ts >= %(lo)s AND e.ts < %(hi)s  -- constants: one chunk is read
+                    AND e.counter = t.counter AND e.key = t.key
                     AND e.ts >= t.bucket AND e.ts < t.bucket + %(length)s::interval)"""
 COUNT_EVENTS = """SELECT count(*) FROM events
 WHERE ts >= %(lo)s AND ts < %(hi)s AND (%(counter)s::text IS NULL OR counter = %(counter)s)"""
