@@ -115,7 +115,8 @@ def import_main(args, settings) -> int:
     rebuilt = report.rebuild
     days.finish(f"imported {report.loaded} of {report.staged} valid events from "
                 f"{report.lines} lines ({report.staged - report.loaded} already in the log) in "
-                f"{report.seconds:.1f} s; rebuilt {rebuilt.days} days")
+                f"{report.seconds:.1f} s; rebuilt {rebuilt.days} days ("
+                + ", ".join(f"{name} {s:.1f} s" for name, s in report.phases.items()) + ")")
     if report.stopped_at is not None and args.on_error == "stop":
         print(f"stopped at line {report.stopped_at}: its chunk and the rest were not imported; "
               "fix the line and run the import again", file=out)

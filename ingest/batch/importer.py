@@ -98,6 +98,7 @@ class ImportReport:
     days: list[int] = field(default_factory=list)  # days that received events
     rebuild: RebuildReport | None = None
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: stage, load, rebuild
 
 
 def parse_line(text: str, now: float, skew: int) -> tuple[Event | None, list[str]]:
@@ -187,6 +188,7 @@ def import_events(settings, lines: Iterable[bytes], *, on_error: str = "stop",
     received = timestamp_text(now)
     try:
         with connect(settings.postgres_dsn, settings.sink_connect_timeout) as conn:
+            conn.prepare_threshold = None  # each day's load planned for its chunk (rebuild.py)
             conn.execute(STAGE)
             conn.execute("TRUNCATE import_stage")
             conn.commit()
@@ -205,6 +207,7 @@ def import_events(settings, lines: Iterable[bytes], *, on_error: str = "stop",
                 report.staged += checked.events
                 if progress is not None:
                     progress(report, bytes_read())
+            report.phases["stage"] = time.monotonic() - began
             # Each day's load reads its slice of the stage through this index.
             conn.execute("CREATE INDEX import_stage_ts ON import_stage (ts)")
             conn.execute("ANALYZE import_stage")
@@ -218,11 +221,13 @@ def import_events(settings, lines: Iterable[bytes], *, on_error: str = "stop",
                     report.loaded += cur.rowcount
             conn.execute("DROP TABLE import_stage")
             conn.commit()
+            report.phases["load"] = time.monotonic() - began - report.phases["stage"]
     except psycopg.Error as exc:
         raise SinkError(f"import failed after line {report.lines} (run it again: events with "
                         f"an id already loaded are skipped): {exc}") from exc
     report.rebuild = _rebuild_days(settings, report.days, rebuild_progress)
     report.seconds = time.monotonic() - began
+    report.phases["rebuild"] = report.rebuild.seconds
     return report
 
 

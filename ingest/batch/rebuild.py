@@ -154,6 +154,9 @@ def rebuild_days(settings, days: Sequence[int], counter: str | None = None,
     client = connect_redis(settings)
     try:
         with connect(settings.postgres_dsn, settings.sink_connect_timeout) as conn:
+            # Never prepared: a generic plan of a day's statement would not know which
+            # chunk the day is and read them all; each execution is planned for its day.
+            conn.prepare_threshold = None
             conn.execute(statement_timeout_sql(settings.sink_write_timeout))
             conn.commit()
             for done, day in enumerate(days, 1):
