@@ -83,5 +83,45 @@ def test_a_million_events_over_400_days_import_once(tmp_path, redis_url, pg_dsn,
 
     second = _import(settings, str(path))
     assert second.returncode == 0, second.stderr.decode()[-2000:]
-    assert b"imported 0 of" in second.stderr
+    assert b"imported 0 of" in second.stderr and b"rebuilt 0 days" in second.stderr
     assert _days(pg_dsn) == want
+
+
+def _lines(now: int) -> bytes:
+    good = [{"counter": "views", "key": f"k{i}", "id": f"i{i}", "ts": now - 40 * DAY - i}
+            for i in range(5)]
+    text = [json.dumps(e) for e in good]
+    text[3] = '{"counter": "views", "id": "bad", "ts": 5}'  # no key
+    text.insert(5, '{"counter": "views", "key": "x", "ts": NaN}')
+    return ("\n".join(text) + "\n").encode()
+
+
+def _keys(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return sorted(k for (k,) in conn.execute("SELECT key FROM events"))
+
+
+def test_a_bad_line_stops_the_import_before_its_chunk(tmp_path, redis_url, pg_dsn,
+                                                       sealed_clean):
+    settings = make_settings(redis_url, pg_dsn, "http://127.0.0.1:1", sinks=("timescale",))
+    path = tmp_path / "bad.ndjson"
+    path.write_bytes(_lines(int(time.time())))
+    done = _import(settings, str(path), "--chunk", "2")
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "line 4: key:" in err, err
+    assert "stopped at line 4" in err
+    assert _keys(pg_dsn) == ["k0", "k1"]  # chunk 1 loaded; line 3 shares the bad chunk
+
+
+def test_skip_from_stdin_loads_every_good_line_once(redis_url, pg_dsn, sealed_clean):
+    settings = make_settings(redis_url, pg_dsn, "http://127.0.0.1:1", sinks=("timescale",))
+    text = _lines(int(time.time()))
+    for _ in range(2):  # the second run finds every event logged
+        done = _import(settings, "-", "--on-error", "skip", "--chunk", "2", stdin=text)
+        assert done.returncode == 1
+        err = done.stderr.decode()
+        assert "line 4: key:" in err and "line 6: not valid JSON: NaN is not valid JSON" in err
+    assert _keys(pg_dsn) == ["k0", "k1", "k2", "k4"]
+    with psycopg.connect(pg_dsn) as conn:  # 40 days old: past the events' retention,
+        assert conn.execute("SELECT sum(value) FROM counts_1d").fetchone()[0] == 4  # counted

@@ -95,7 +95,7 @@ class ImportReport:
     bad: int = 0  # bad lines (skipped, or the one the import stopped at)
     problems: list[str] = field(default_factory=list)  # "line N: field: message", at most 100
     stopped_at: int | None = None  # line number of the bad line that stopped the import
-    days: list[int] = field(default_factory=list)  # days that received events
+    days: list[int] = field(default_factory=list)  # days that received new events
     rebuild: RebuildReport | None = None
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # seconds: stage, load, rebuild
@@ -211,14 +211,16 @@ def import_events(settings, lines: Iterable[bytes], *, on_error: str = "stop",
             # Each day's load reads its slice of the stage through this index.
             conn.execute("CREATE INDEX import_stage_ts ON import_stage (ts)")
             conn.execute("ANALYZE import_stage")
-            report.days = sorted(day for (day,) in conn.execute(STAGED_DAYS).fetchall())
+            staged_days = sorted(day for (day,) in conn.execute(STAGED_DAYS).fetchall())
             conn.commit()
-            for day in report.days:
+            for day in staged_days:
                 with conn.transaction():
                     cur = conn.execute(LOAD_DAY, {"lo": when(day * DAY),
                                                   "hi": when((day + 1) * DAY),
                                                   "received": when(now)})
                     report.loaded += cur.rowcount
+                    if cur.rowcount:  # a day whose events were all there needs no rebuild
+                        report.days.append(day)
             conn.execute("DROP TABLE import_stage")
             conn.commit()
             report.phases["load"] = time.monotonic() - began - report.phases["stage"]
