@@ -51,7 +51,7 @@ SELECT to_timestamp(%(first)s + (g %% %(days)s) * 86400 + (g / %(days)s) %% 8640
        'views', 'page:' || (g * 7919 %% 1000), 'e' || g,
        CASE WHEN g %% 3 = 0 THEN NULL ELSE 'u' || (g * 104729 %% 20000) END,
        1 + g %% 3, NULL, now()
-FROM generate_series(0, %(n)s - 1) AS g"""
+FROM generate_series(0::bigint, %(n)s - 1) AS g"""
 
 
 def _owner(settings) -> str:
