@@ -38,9 +38,28 @@ COMMANDS: dict[str, tuple[str, str, list[tuple[tuple[str, ...], dict]]]] = {
         (("--insecure-no-auth",), {"action": "store_true",
                                    "help": "serve without bearer tokens (logs a warning)"}),
     ]),
-    "flush": ("tally.ingest.flusher.loop:main", "move dirty buckets from Redis to the sinks", [
+    "flush": ("tally.ingest.batch.seal:flush_main", "move dirty buckets from Redis to the sinks", [
         (("--once",), {"action": "store_true", "help": "flush once and exit"}),
     ]),
+    "rebuild": ("tally.ingest.batch.commands:rebuild_main", "recompute the counts and "
+                "InfluxDB points of whole UTC days from the event log (docs/flusher.md)", [
+                    (("--from",), {"dest": "start", "required": True, "metavar": "T1",
+                                   "help": "start: ISO 8601 with a time zone, or epoch s"}),
+                    (("--to",), {"dest": "end", "required": True, "metavar": "T2",
+                                 "help": "end (exclusive), same forms"}),
+                    (("--counter",), {"metavar": "C", "help": "only this counter"}),
+                    (("--redis",), {"action": "store_true", "help": "then re-seed Redis' "
+                                    "all-time totals and today's top keys from the database"}),
+                ]),
+    "import": ("tally.ingest.batch.commands:import_main", "load NDJSON events of any age into "
+               "the event log and rebuild the days they touch (docs/flusher.md)", [
+                   (("file",), {"metavar": "FILE", "help": "NDJSON file, or - for stdin"}),
+                   (("--on-error",), {"choices": ("stop", "skip"), "default": "stop",
+                                      "help": "at a bad line: stop before its chunk (default), "
+                                      "or skip the line and go on"}),
+                   (("--chunk",), {"type": int, "default": 10_000, "metavar": "N",
+                                   "help": "lines per all-or-nothing chunk (default 10000)"}),
+               ]),
     "exporter": ("tally.exporter.server:main", "serve Prometheus metrics read from Redis", []),
     "statsd": ("tally.ingest.statsd.server:main", "count StatsD counters and sets sent over "
                "UDP and TCP (docs/statsd.md)", []),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tally.events import Event
-from tally.ingest.batch.watermark import archived_until, complete, redis_time
+from tally.ingest.batch.watermark import archived_until, complete, complete_before, redis_time
 from tally.ingest.counting.batch import apply_batch
 from tally.ingest.counting.config import CountingConfig
 from tests.flusher_support import make_settings
@@ -43,3 +43,6 @@ def test_watermark_of_a_flushed_redis_is_its_clock(redis_client, redis_url, pg_d
 def test_a_bucket_is_complete_only_after_its_end_plus_lateness():
     assert complete(0, 60, 100, 160)
     assert not complete(0, 60, 100, 159.999)
+    settings = make_settings("redis://127.0.0.1:1", "", "http://127.0.0.1:1",
+                             accepted_lateness=100, clock_skew=7)
+    assert complete_before(settings, 1000) == 893

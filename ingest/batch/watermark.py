@@ -17,11 +17,13 @@ clock; W then is only as good as their agreement (NTP-level skew, far below
 the accepted lateness that every use of W adds).
 
 A bucket [b, b + length) is complete in `events` when
-b + length + lateness <= W: no event for it can still be accepted (older
-than TALLY_ACCEPTED_LATENESS is refused) and none accepted is unarchived.
-An event's ts may also lie up to TALLY_CLOCK_SKEW in the future of when it
-was received; that only moves it into a later bucket, whose completeness is
-judged by its own end, so the skew needs no margin here.
+b + length + TALLY_ACCEPTED_LATENESS + TALLY_CLOCK_SKEW <= W: no event for it
+can still be accepted and none accepted is unarchived. The lateness check runs
+on the ingest host's clock when the event is validated, W on Redis' clock when
+the batch is appended; the skew margin covers both the hosts' disagreement and
+the moment between the check and the append. (An event's ts may also lie up
+to the skew in the future; that only moves it into a later bucket, judged by
+its own end.)
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def archived_until(client, config) -> float:
     return min([now, *heads])
 
 
-def complete(bucket_start: float, length: float, lateness: float, watermark: float) -> bool:
-    """Whether no event of the bucket can still arrive in `events` (the module doc's rule)."""
-    return bucket_start + length + lateness <= watermark
+def complete_before(settings, watermark: float) -> float:
+    """The time every complete bucket ends by: W - lateness - skew (the module doc's rule)."""
+    return watermark - settings.accepted_lateness - settings.clock_skew
+
+
+def complete(bucket_start: float, length: float, margin: float, watermark: float) -> bool:
+    """Whether no event of the bucket can still arrive in `events`; margin = lateness + skew."""
+    return bucket_start + length + margin <= watermark

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import redis
 
 from tally.ingest.counting.config import CountingConfig
-from tally.ingest.flusher import featured, fence, handoff, lock, reader
+from tally.ingest.flusher import featured, fence, handoff, lock, reader, sealed
 from tally.ingest.flusher.sink import BucketRow, Sink
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class _Run:
         # One mark per (shard, minute) the run took: what re-marking the counter
         # totals needs (a mark stands for its minute's, hour's and day's buckets).
         self.per_minute: dict[tuple[handoff.Shard, int], handoff.Mark] = {}
+        self.sealed = sealed.shared(settings)  # rows of sealed days are final
 
     def take_and_read(self) -> tuple[list[handoff.Mark], list[BucketRow]]:
         """Take one batch of marks into the run's lease and read their rows; (marks, rows)."""
@@ -101,6 +102,8 @@ class _Run:
         """
         self.held.verify()
         self.checkpoint(f"verified:{self.sink.name}")
+        if self.sealed is not None:
+            rows = self.sealed.unsealed(rows)
         count = self.sink.write(rows)
         try:
             self.held.verify()

@@ -89,8 +89,9 @@ class SinkLoop:
         return error is None
 
 
-def run_maintenance(settings) -> None:
-    """Retention step; failures are logged and retried at the next interval."""
+def run_maintenance(settings, steps=()) -> None:
+    """Retention step, then the given steps (the batch layer's sealing: `tally flush` passes it
+    in, the flusher does not import the layer above); failures are logged, retried next time."""
     try:
         dropped = maintenance.run_retention(
             settings.postgres_dsn, settings.sink_connect_timeout, settings.sink_write_timeout,
@@ -98,13 +99,17 @@ def run_maintenance(settings) -> None:
         log.info("retention", extra={"fields": {"dropped_chunks": dropped}})
     except SinkError as exc:
         log.error("retention failed", extra={"fields": {"error": str(exc)}})
+    for step in steps:
+        step(settings)
 
 
 class SinkWorker:
     """One sink's thread: its own Redis client, sink connection, loop and retention runs."""
 
-    def __init__(self, name: str, settings, checkpoint, stop: threading.Event, once: bool):
+    def __init__(self, name: str, settings, checkpoint, stop: threading.Event, once: bool,
+                 maintenance=()):
         self.name, self.settings, self.checkpoint = name, settings, checkpoint
+        self.maintenance = tuple(maintenance)
         self.stop, self.once = stop, once
         # Configuration errors surface here.
         self.loop = (SinkLoop(archive.EventArchiver.from_settings(settings), archive.archive_run)
@@ -136,7 +141,7 @@ class SinkWorker:
             while not self.stop.is_set():
                 if self.name == maintenance_worker(settings) and \
                         time.monotonic() >= next_maintenance:
-                    run_maintenance(settings)
+                    run_maintenance(settings, self.maintenance)
                     next_maintenance = time.monotonic() + settings.flush_maintenance_interval
                 self.ok = loop.step(client, config, settings, self.checkpoint) and self.ok
                 if self.once:
@@ -161,14 +166,14 @@ def maintenance_worker(settings) -> str | None:
                 None)
 
 
-def main(args, settings) -> int:
-    """Entry point of `tally flush`."""
+def main(args, settings, maintenance=()) -> int:
+    """Entry point of `tally flush` (through tally.ingest.batch.seal, which adds sealing)."""
     logs.setup()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     checkpoint = checkpoint_from_settings(settings)
-    workers = [SinkWorker(name, settings, checkpoint, stop, args.once)
+    workers = [SinkWorker(name, settings, checkpoint, stop, args.once, maintenance)
                for name in worker_names(settings)]
     for worker in workers:
         worker.thread.start()
