@@ -88,11 +88,7 @@ def bench_rebuild(settings) -> dict:
         rates.append(REBUILD_EVENTS / timings["rebuild"])
         scans.append(REBUILD_EVENTS / timings["scan"])
         ratios.append(timings["scan"] / timings["rebuild"])
-    return {"case": f"rebuild {REBUILD_EVENTS:,} events, {REBUILD_DAYS} days",
-            "events_per_s": round(statistics.median(rates)),
-            "base_events_per_s": round(statistics.median(scans)),
-            "vs_base": round(statistics.median(ratios), 4),
-            "rounds": [round(r, 4) for r in ratios]}
+    return _row(f"rebuild {REBUILD_EVENTS:,} events, {REBUILD_DAYS} days", rates, scans, ratios)
 
 
 def _import_file(folder: Path, n: int) -> tuple[Path, bytes]:
@@ -135,9 +131,13 @@ def bench_import(settings) -> dict:
             rates.append(IMPORT_EVENTS / timings["import"])
             copies.append(IMPORT_EVENTS / timings["copy"])
             ratios.append(timings["copy"] / timings["import"])
-    return {"case": f"import {IMPORT_EVENTS:,} events (NDJSON, 15 days)",
-            "events_per_s": round(statistics.median(rates)),
-            "base_events_per_s": round(statistics.median(copies)),
+    return _row(f"import {IMPORT_EVENTS:,} events (NDJSON, 15 days)", rates, copies, ratios)
+
+
+def _row(case: str, rates: list[float], bases: list[float], ratios: list[float]) -> dict:
+    """One table row: medians of the rounds, and each round's ratio to its baseline."""
+    return {"case": case, "events_per_s": round(statistics.median(rates)),
+            "base_events_per_s": round(statistics.median(bases)),
             "vs_base": round(statistics.median(ratios), 4),
             "rounds": [round(r, 4) for r in ratios]}
 
