@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -16,7 +17,9 @@ import pytest
 from tests.batch_support import DAY, truncate_sealed
 from tests.flusher_support import flusher_env, make_settings
 
-EVENTS = 1_000_000
+# The suite imports a quarter of a million events (about 40 s); IMPORT_TEST_EVENTS=1000000 runs
+# the full million over 400 days (about 150 s on 2 cores), as measured for docs/flusher.md.
+EVENTS = int(os.environ.get("IMPORT_TEST_EVENTS", "250000"))
 DAYS = 400
 
 
@@ -71,7 +74,7 @@ def _import(settings, *args: str, stdin: bytes | None = None) -> subprocess.Comp
                           timeout=600)
 
 
-def test_a_million_events_over_400_days_import_once(tmp_path, redis_url, pg_dsn, sealed_clean):
+def test_a_large_file_over_400_days_imports_once(tmp_path, redis_url, pg_dsn, sealed_clean):
     settings = make_settings(redis_url, pg_dsn, "http://127.0.0.1:1", sinks=("timescale",))
     path = tmp_path / "history.ndjson"
     want = _generate(path, EVENTS, DAYS)
